@@ -1,0 +1,209 @@
+"""Where tensors live and in which precision: CUDA, Apple MPS or CPU, chosen in exactly one place.
+
+Some CPUs advertise AMX bf16 instructions that their (virtual) machine never enabled; the
+first bf16 matrix multiply then kills the whole process with "Illegal instruction". We find
+that out in a child process, never in the student's kernel, and cap oneDNN's instruction set
+(`ONEDNN_MAX_CPU_ISA`) when that cap makes bf16 safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+ONEDNN_ENV = "ONEDNN_MAX_CPU_ISA"
+SAFE_ISA = "AVX512_CORE_BF16"
+BF16_PROBE_CODE = (
+    "import torch\n"
+    "a = torch.randn(64, 64, dtype=torch.bfloat16)\n"
+    "print(float((a @ a).float().sum()))\n"
+)
+_bf16_status: str | None = None
+
+
+def cache_dir() -> Path:
+    """Folder for converted models, tiny models and probe results ($LABS_CACHE or ~/.cache/labhelpers)."""
+    root = os.environ.get("LABS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "labhelpers")
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _cpu_fingerprint() -> str:
+    """Identifies the CPU, its flags and the torch build, so a cached probe result is reused only here."""
+    flags = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith(("flags", "model name")):
+                    flags += line
+                if line.strip() == "":
+                    break
+    except OSError:
+        flags = platform.processor()
+    try:
+        from importlib.metadata import version
+        torch_version = version("torch")
+    except Exception:  # torch missing: the probe will say so
+        torch_version = "none"
+    raw = f"{platform.machine()}|{flags}|{torch_version}|{os.environ.get(ONEDNN_ENV, '')}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def _run_probe(code: str, env: dict[str, str], timeout_s: float) -> bool:
+    """True when `code` exits cleanly in a fresh Python process (a crash there cannot hurt us)."""
+    try:
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                              timeout=timeout_s, check=False)
+    except (subprocess.TimeoutExpired, OSError):
+        return False
+    return done.returncode == 0
+
+
+def probe_cpu_bf16(code: str = BF16_PROBE_CODE, timeout_s: float = 120.0, use_cache: bool = True) -> str:
+    """Test bf16 matmul on this CPU in a child process.
+
+    Returns "ok" (works as is), "capped" (works once ONEDNN_MAX_CPU_ISA is capped) or
+    "unsafe" (crashes either way: keep CPU work in fp32).
+    """
+    cache_file = cache_dir() / "bf16_probe.json"
+    key = _cpu_fingerprint()
+    if use_cache and code == BF16_PROBE_CODE:
+        try:
+            cached = json.loads(cache_file.read_text())
+            if cached.get("key") == key and cached.get("status") in {"ok", "capped", "unsafe"}:
+                return cached["status"]
+        except (OSError, ValueError):
+            pass
+    env = dict(os.environ)
+    if _run_probe(code, env, timeout_s):
+        status = "ok"
+    else:
+        env[ONEDNN_ENV] = SAFE_ISA
+        status = "capped" if _run_probe(code, env, timeout_s) else "unsafe"
+    if use_cache and code == BF16_PROBE_CODE:
+        tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"key": key, "status": status}))
+        os.replace(tmp, cache_file)
+    return status
+
+
+def guard_cpu_bf16(code: str = BF16_PROBE_CODE, use_cache: bool = True) -> str:
+    """Probe once per process; when capping oneDNN makes bf16 safe, cap it here too.
+
+    Call before torch is imported (labhelpers does, on import) so the cap takes effect; if torch
+    was imported first, a CPU that needs the cap is reported "unsafe" for this process.
+    """
+    global _bf16_status
+    if _bf16_status is None or code != BF16_PROBE_CODE:
+        status = probe_cpu_bf16(code, use_cache=use_cache)
+        if status == "capped":
+            if "torch" in sys.modules and os.environ.get(ONEDNN_ENV) != SAFE_ISA:
+                status = "unsafe"  # too late to cap oneDNN in this process
+            else:
+                os.environ[ONEDNN_ENV] = SAFE_ISA
+        _bf16_status = status
+    return _bf16_status
+
+
+def cpu_bf16_safe() -> bool:
+    """Whether a bf16 matmul on the CPU will run in this process without crashing it."""
+    return guard_cpu_bf16() in {"ok", "capped"}
+
+
+def pick_device(prefer: str | None = None):
+    """The torch device to use: `prefer` or $LABS_DEVICE if given, else CUDA, then MPS, then CPU."""
+    import torch
+
+    wanted = prefer or os.environ.get("LABS_DEVICE")
+    if wanted:
+        wanted = str(wanted).lower()
+        if wanted not in {"cuda", "mps", "cpu"} and not wanted.startswith("cuda:"):
+            raise ValueError(f"device={wanted!r} is unknown; use 'cuda', 'cuda:N', 'mps' or 'cpu'")
+        if wanted.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device={wanted!r} was asked for but no CUDA GPU is visible; use 'cpu'")
+        if wanted == "mps" and not torch.backends.mps.is_available():
+            raise ValueError("device='mps' was asked for but Apple's MPS backend is not available; use 'cpu'")
+        return torch.device(wanted)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def choose_dtype(device=None):
+    """Compute dtype for a device: bf16 where it really works, fp16 on older GPUs, fp32 otherwise.
+
+    On CPUs we stay in fp32: bf16 there is slow without AMX and can crash (see module docstring).
+    """
+    import torch
+
+    device = torch.device(device) if device is not None else pick_device()
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        try:
+            x = torch.ones(8, 8, dtype=torch.bfloat16, device=device)
+            (x @ x).sum().item()
+            return torch.bfloat16
+        except (RuntimeError, TypeError):
+            return torch.float16
+    return torch.float32
+
+
+def trainer_precision(device=None) -> dict[str, bool]:
+    """Precision flags for transformers/TRL training arguments (TRL defaults bf16=True; never on CPU)."""
+    import torch
+
+    device = torch.device(device) if device is not None else pick_device()
+    dtype = choose_dtype(device)
+    return {
+        "bf16": device.type == "cuda" and dtype == torch.bfloat16,
+        "fp16": device.type == "cuda" and dtype == torch.float16,
+        "use_cpu": device.type == "cpu",
+    }
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so a run repeats on the same machine."""
+    import random
+
+    import numpy as np
+    import torch
+
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, not {type(seed).__name__}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def environment_summary(profile=None) -> str:
+    """One line saying what this run is on: profile, versions, device, dtype, threads, memory."""
+    from importlib.metadata import version
+
+    import psutil
+    import torch
+
+    from .profiles import get_profile
+
+    prof = get_profile(profile)
+    device = pick_device()
+    dtype = str(choose_dtype(device)).replace("torch.", "")
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        mem = torch.cuda.get_device_properties(device).total_memory / 2**30
+        where = f"cuda ({name}, {mem:.0f} GiB)"
+    else:
+        where = f"{device.type} ({torch.get_num_threads()} threads)"
+    ram = psutil.virtual_memory().total / 2**30
+    bf16 = {"ok": "ok", "capped": f"ok with {ONEDNN_ENV}={SAFE_ISA}", "unsafe": "unsafe, fp32 only"}
+    return (f"labhelpers {version('labhelpers')} | profile {prof.name} | Python {platform.python_version()}"
+            f" | torch {torch.__version__} | transformers {version('transformers')} | device {where}"
+            f" | dtype {dtype} | CPU bf16 {bf16[guard_cpu_bf16()]} | RAM {ram:.0f} GiB")
