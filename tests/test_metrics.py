@@ -1,0 +1,378 @@
+"""Tests for labhelpers.metrics: scores, bootstrap intervals, paired comparisons, tables."""
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from labhelpers import metrics
+from labhelpers.metrics import (
+    Estimate,
+    bleu_per_example,
+    bootstrap_ci,
+    bootstrap_corpus_bleu,
+    comparison_table,
+    corpus_bleu,
+    distinct_n,
+    format_table,
+    metric_table,
+    paired_difference,
+    rouge_per_example,
+    score_summaries,
+)
+
+REFERENCES = [
+    "Amanda baked cookies and will bring Jerry some tomorrow.",
+    "Olivia and Olivier are voting for liberals in this election.",
+    "Tim will call Kim back after the meeting. She is waiting.",
+    "Edward wants to talk to Rachel about the party on Friday.",
+    "Sam is going to the cinema with Ann tonight.",
+    "John lost his keys. Mary will help him look for them.",
+]
+PREDICTIONS_A = [
+    "Amanda baked cookies for Jerry.",
+    "Olivia is voting for liberals.",
+    "Tim will call Kim.",
+    "Edward wants to talk to Rachel.",
+    "Sam goes to the cinema.",
+    "John lost his keys.",
+]
+PREDICTIONS_B = [
+    "Amanda baked cookies and will bring Jerry some.",
+    "Olivia and Olivier are voting for liberals.",
+    "Tim will call Kim back after the meeting.",
+    "Edward wants to talk to Rachel about the party.",
+    "Sam is going to the cinema with Ann.",
+    "John lost his keys. Mary will help him.",
+]
+
+
+# --------------------------------------------------------------------------
+# ROUGE and BLEU
+# --------------------------------------------------------------------------
+
+
+def test_identical_texts_score_perfectly():
+    scores = score_summaries(REFERENCES, REFERENCES)
+    rouge = scores[["rouge1", "rouge2", "rougeL", "rougeLsum"]]
+    assert np.allclose(rouge.to_numpy(), 1.0)
+    assert np.allclose(scores["bleu"], 100.0)
+    assert corpus_bleu(REFERENCES, REFERENCES) == pytest.approx(100.0)
+
+
+def test_score_summaries_shape_and_ranges():
+    scores = score_summaries(PREDICTIONS_A, REFERENCES)
+    assert list(scores.columns) == ["rouge1", "rouge2", "rougeL", "rougeLsum", "bleu"]
+    assert len(scores) == len(REFERENCES)
+    rouge = scores.drop(columns="bleu").to_numpy()
+    assert ((rouge >= 0) & (rouge <= 1)).all()
+    assert ((scores["bleu"] >= 0) & (scores["bleu"] <= 100)).all()
+    # A shorter, partial summary is not perfect.
+    assert (scores["rouge1"] < 1).all()
+
+
+def test_rouge1_hand_computed():
+    # prediction tokens: the black cat sat            (4 tokens)
+    # reference tokens:  the cat sat on the mat       (6 tokens)
+    # overlapping unigrams (clipped): the, cat, sat = 3
+    # precision = 3/4, recall = 3/6 = 1/2
+    # F1 = 2 * (3/4) * (1/2) / (3/4 + 1/2) = (3/4) / (5/4) = 3/5 = 0.6
+    scores = rouge_per_example(["The black cat sat"], ["The cat sat on the mat"], rouge_types=("rouge1",))
+    assert list(scores.columns) == ["rouge1"]
+    assert scores.loc[0, "rouge1"] == pytest.approx(0.6)
+
+
+def test_use_stemmer_is_passed_through():
+    # Porter stemming maps cats -> cat and running -> run.
+    with_stem = rouge_per_example(["cat run"], ["cats running"], rouge_types=("rouge1",), use_stemmer=True)
+    without = rouge_per_example(["cat run"], ["cats running"], rouge_types=("rouge1",), use_stemmer=False)
+    assert with_stem.loc[0, "rouge1"] == pytest.approx(1.0)
+    assert without.loc[0, "rouge1"] == pytest.approx(0.0)
+
+
+def test_rouge_lsum_ignores_sentence_order_but_rouge_l_does_not():
+    # Same two sentences, swapped.  rougeL looks for one longest common
+    # subsequence over the whole text, so at most about one sentence matches
+    # in order; rougeLsum matches sentence by sentence, so everything matches.
+    prediction = "The cat sat on the mat. The dog ran in the park."
+    reference = "The dog ran in the park. The cat sat on the mat."
+    scores = rouge_per_example([prediction], [reference])
+    assert scores.loc[0, "rougeLsum"] == pytest.approx(1.0)
+    assert scores.loc[0, "rougeL"] < 0.9
+    assert scores.loc[0, "rouge1"] == pytest.approx(1.0)  # same bag of words
+
+
+def test_sentence_splitting_handles_question_and_exclamation_marks():
+    assert metrics._split_sentences("Hi! Are you there? Yes.  Fine") == "Hi!\nAre you there?\nYes.\nFine"
+    assert metrics._split_sentences("  no punctuation here ") == "no punctuation here"
+
+
+def test_empty_prediction_is_legal_and_scores_zero():
+    scores = score_summaries(["", "Sam goes to the cinema."], ["Amanda baked cookies.", "Sam goes to the cinema."])
+    assert np.allclose(scores.iloc[0].to_numpy(), 0.0)
+    assert scores.loc[1, "bleu"] == pytest.approx(100.0)
+
+
+def test_bleu_per_example_is_a_named_series():
+    bleu = bleu_per_example(PREDICTIONS_B, REFERENCES)
+    assert isinstance(bleu, pd.Series)
+    assert bleu.name == "bleu"
+    assert len(bleu) == len(REFERENCES)
+    # Closer predictions (B) should beat the terse ones (A) on every example.
+    assert (bleu > bleu_per_example(PREDICTIONS_A, REFERENCES)).all()
+
+
+# --------------------------------------------------------------------------
+# Estimate and bootstrap_ci
+# --------------------------------------------------------------------------
+
+
+def test_estimate_str_and_excludes_zero():
+    assert str(Estimate(0.312, 0.290, 0.334, 200, 0.95)) == "0.312 [0.290, 0.334] (95% CI, n=200)"
+    assert str(Estimate(31.24, 29.04, 33.44, 200, 0.9)) == "31.2 [29.0, 33.4] (90% CI, n=200)"
+    assert Estimate(0.1, 0.05, 0.15, 10, 0.95).excludes_zero
+    assert Estimate(-0.1, -0.15, -0.05, 10, 0.95).excludes_zero
+    assert not Estimate(0.1, -0.01, 0.2, 10, 0.95).excludes_zero
+
+
+def test_estimate_is_frozen():
+    estimate = Estimate(0.1, 0.0, 0.2, 5, 0.95)
+    with pytest.raises(AttributeError):
+        estimate.mean = 0.5
+
+
+def test_bootstrap_ci_contains_sample_mean():
+    values = np.random.default_rng(1).uniform(0, 1, size=300)
+    estimate = bootstrap_ci(values)
+    assert estimate.mean == pytest.approx(values.mean())
+    assert estimate.low < values.mean() < estimate.high
+    assert estimate.n == 300
+    assert estimate.confidence == 0.95
+
+
+def test_bootstrap_ci_width_matches_normal_theory():
+    # For the mean of n draws with standard deviation 1 the 95% interval is
+    # about mean +- 1.96 / sqrt(n): width 2 * 1.96 / 20 = 0.196 for n = 400.
+    values = np.random.default_rng(2).normal(0, 1, size=400)
+    estimate = bootstrap_ci(values)
+    expected_width = 2 * 1.96 * values.std(ddof=1) / np.sqrt(values.size)
+    assert estimate.high - estimate.low == pytest.approx(expected_width, rel=0.15)
+
+
+def test_bootstrap_ci_narrows_as_n_grows():
+    rng = np.random.default_rng(3)
+    small = bootstrap_ci(rng.uniform(0, 1, size=20))
+    large = bootstrap_ci(rng.uniform(0, 1, size=2000))
+    # Width shrinks like 1/sqrt(n): a factor of 10 here; allow a lot of slack.
+    assert (large.high - large.low) < (small.high - small.low) / 4
+
+
+def test_bootstrap_ci_is_deterministic_for_a_seed():
+    values = np.random.default_rng(4).uniform(0, 1, size=50)
+    assert bootstrap_ci(values, seed=7) == bootstrap_ci(values, seed=7)
+    assert bootstrap_ci(values, seed=7) != bootstrap_ci(values, seed=8)
+
+
+def test_bootstrap_ci_single_value_and_constant_values():
+    assert bootstrap_ci([0.4]) == Estimate(0.4, 0.4, 0.4, 1, 0.95)
+    constant = bootstrap_ci([0.25] * 10)
+    assert constant.low == pytest.approx(0.25) and constant.high == pytest.approx(0.25)
+
+
+def test_bootstrap_ci_higher_confidence_is_wider():
+    values = np.random.default_rng(5).uniform(0, 1, size=100)
+    narrow = bootstrap_ci(values, confidence=0.8)
+    wide = bootstrap_ci(values, confidence=0.99)
+    assert wide.low < narrow.low and wide.high > narrow.high
+
+
+def test_bootstrap_ci_with_other_statistic():
+    values = np.array([0.0, 0.0, 0.0, 1.0, 1.0, 100.0])
+    estimate = bootstrap_ci(values, statistic=np.median, n_resamples=200)
+    assert estimate.mean == pytest.approx(0.5)
+    assert 0.0 <= estimate.low <= estimate.high <= 100.0
+
+
+# --------------------------------------------------------------------------
+# paired_difference
+# --------------------------------------------------------------------------
+
+
+def test_paired_difference_detects_constant_shift():
+    a = np.random.default_rng(6).uniform(0, 0.8, size=100)
+    b = a + 0.1
+    difference = paired_difference(a, b)
+    assert difference.mean == pytest.approx(0.1)
+    assert difference.low == pytest.approx(0.1) and difference.high == pytest.approx(0.1)
+    assert difference.excludes_zero
+    assert paired_difference(b, a).mean == pytest.approx(-0.1)
+
+
+def test_paired_interval_is_narrower_than_unpaired():
+    # Example difficulty varies a lot (base), each system adds small
+    # independent noise, and b is better by 0.01 on average.
+    rng = np.random.default_rng(7)
+    n = 200
+    base = rng.uniform(0, 1, size=n)
+    a = base + rng.normal(0, 0.02, size=n)
+    b = base + 0.01 + rng.normal(0, 0.02, size=n)
+    paired = paired_difference(a, b)
+
+    # Unpaired bootstrap written out here: resample a and b independently,
+    # so difficulty no longer cancels out.
+    resamples = 2000
+    mean_a = a[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
+    mean_b = b[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
+    unpaired_low, unpaired_high = np.quantile(mean_b - mean_a, [0.025, 0.975])
+
+    assert (paired.high - paired.low) < (unpaired_high - unpaired_low) / 3
+    assert paired.excludes_zero
+    assert unpaired_low < 0 < unpaired_high  # the unpaired view cannot tell
+    assert paired.mean == pytest.approx(np.mean(b - a))
+
+
+# --------------------------------------------------------------------------
+# bootstrap_corpus_bleu
+# --------------------------------------------------------------------------
+
+
+def test_summed_bleu_statistics_reproduce_sacrebleu_corpus_bleu():
+    statistics = metrics._bleu_statistics(PREDICTIONS_A, REFERENCES)
+    assert statistics.shape == (len(REFERENCES), 10)
+    assert metrics._bleu_from_statistics(statistics.sum(axis=0)) == pytest.approx(corpus_bleu(PREDICTIONS_A, REFERENCES))
+
+
+def test_bootstrap_corpus_bleu():
+    predictions = PREDICTIONS_A + PREDICTIONS_B
+    references = REFERENCES + REFERENCES
+    estimate = bootstrap_corpus_bleu(predictions, references, n_resamples=200)
+    assert estimate.mean == pytest.approx(corpus_bleu(predictions, references))
+    assert 0 <= estimate.low <= estimate.mean <= estimate.high <= 100
+    assert estimate.n == len(predictions)
+    assert estimate == bootstrap_corpus_bleu(predictions, references, n_resamples=200)
+    perfect = bootstrap_corpus_bleu(REFERENCES, REFERENCES, n_resamples=50)
+    assert perfect.low == pytest.approx(100.0) and perfect.high == pytest.approx(100.0)
+
+
+# --------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scores_a():
+    return score_summaries(PREDICTIONS_A, REFERENCES)
+
+
+@pytest.fixture(scope="module")
+def scores_b():
+    return score_summaries(PREDICTIONS_B, REFERENCES)
+
+
+def test_metric_table_shape_and_columns(scores_a, scores_b):
+    table = metric_table({"short": scores_a, "long": scores_b}, n_resamples=200)
+    assert list(table.columns) == ["system", "metric", "mean", "ci_low", "ci_high", "n"]
+    assert len(table) == 2 * 5
+    assert list(table["system"].unique()) == ["short", "long"]
+    assert list(table["metric"].unique()) == ["rouge1", "rouge2", "rougeL", "rougeLsum", "bleu"]
+    assert (table["ci_low"] <= table["mean"]).all() and (table["mean"] <= table["ci_high"]).all()
+    assert (table["n"] == len(REFERENCES)).all()
+    row = table[(table["system"] == "long") & (table["metric"] == "rouge1")].iloc[0]
+    assert row["mean"] == pytest.approx(scores_b["rouge1"].mean())
+
+
+def test_metric_table_metric_subset_and_shared_columns(scores_a, scores_b):
+    table = metric_table({"a": scores_a, "b": scores_b}, metrics=["bleu"], n_resamples=50)
+    assert list(table["metric"]) == ["bleu", "bleu"]
+    # Only numeric columns present in every frame are used by default.
+    with_text = scores_a.assign(note="x", extra=1.0)
+    table = metric_table({"a": with_text, "b": scores_b}, n_resamples=50)
+    assert set(table["metric"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum", "bleu"}
+
+
+def test_comparison_table(scores_a, scores_b):
+    table = comparison_table(scores_a, scores_b, n_resamples=200)
+    assert list(table.columns) == [
+        "metric", "baseline", "candidate", "difference", "ci_low", "ci_high", "excludes_zero", "n",
+    ]
+    assert list(table["metric"]) == ["rouge1", "rouge2", "rougeL", "rougeLsum", "bleu"]
+    assert np.allclose(table["difference"], table["candidate"] - table["baseline"])
+    assert (table["n"] == len(REFERENCES)).all()
+    # B is closer to the references on every single example, so every
+    # paired difference is positive and its interval stays above zero.
+    assert table["excludes_zero"].all()
+    assert (table["ci_low"] > 0).all()
+
+
+def test_format_table(scores_a, scores_b):
+    wide = format_table(metric_table({"short": scores_a, "long": scores_b}, n_resamples=50))
+    assert list(wide.index) == ["short", "long"]
+    assert list(wide.columns) == ["rouge1", "rouge2", "rougeL", "rougeLsum", "bleu"]
+    assert re.fullmatch(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", wide.loc["short", "rouge1"])
+    assert re.fullmatch(r"\d+\.\d \[\d+\.\d, \d+\.\d\]", wide.loc["long", "bleu"])
+
+
+# --------------------------------------------------------------------------
+# distinct_n
+# --------------------------------------------------------------------------
+
+
+def test_distinct_n_hand_cases():
+    # "a b a b": bigrams ab, ba, ab -> 2 distinct of 3.
+    assert distinct_n(["a b a b"], n=2) == pytest.approx(2 / 3)
+    # Unigrams are lowercased: a, A, b -> {a, b} of 3.
+    assert distinct_n(["a A b"], n=1) == pytest.approx(2 / 3)
+    # Two identical texts: bigrams (x y), (x y) -> 1 of 2; none across texts.
+    assert distinct_n(["x y", "x y"], n=2) == pytest.approx(1 / 2)
+    assert distinct_n(["one two three"], n=2) == pytest.approx(1.0)
+    # No text is long enough for a trigram.
+    assert distinct_n(["hi there", "", "ok"], n=3) == 0.0
+
+
+# --------------------------------------------------------------------------
+# Bad input: errors name the argument
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call, error, name",
+    [
+        (lambda: rouge_per_example(["a", "b"], ["a"]), ValueError, "references"),
+        (lambda: rouge_per_example([], []), ValueError, "predictions"),
+        (lambda: rouge_per_example(["a"], [None]), TypeError, "references"),
+        (lambda: rouge_per_example("a text", ["a"]), TypeError, "predictions"),
+        (lambda: rouge_per_example(["a"], ["a"], rouge_types=("rougeX",)), ValueError, "rouge_types"),
+        (lambda: rouge_per_example(["a"], ["a"], rouge_types=()), ValueError, "rouge_types"),
+        (lambda: bleu_per_example(["a"], ["a", "b"]), ValueError, "predictions"),
+        (lambda: bleu_per_example([1], ["a"]), TypeError, "predictions"),
+        (lambda: corpus_bleu([], []), ValueError, "predictions"),
+        (lambda: score_summaries(["a"], []), ValueError, "references"),
+        (lambda: bootstrap_ci([]), ValueError, "values"),
+        (lambda: bootstrap_ci([0.1, float("nan")]), ValueError, "values"),
+        (lambda: bootstrap_ci([0.1, 0.2], confidence=95), ValueError, "confidence"),
+        (lambda: bootstrap_ci([0.1, 0.2], confidence=0.0), ValueError, "confidence"),
+        (lambda: bootstrap_ci([0.1, 0.2], confidence=1.0), ValueError, "confidence"),
+        (lambda: bootstrap_ci([0.1, 0.2], n_resamples=0), ValueError, "n_resamples"),
+        (lambda: bootstrap_ci([0.1, 0.2], n_resamples=2.5), TypeError, "n_resamples"),
+        (lambda: paired_difference([0.1, 0.2], [0.1]), ValueError, "scores_a"),
+        (lambda: paired_difference([0.1], [0.1], confidence=-0.5), ValueError, "confidence"),
+        (lambda: bootstrap_corpus_bleu(["a"], ["a"], n_resamples=0), ValueError, "n_resamples"),
+        (lambda: bootstrap_corpus_bleu(["a"], ["a", "b"]), ValueError, "references"),
+        (lambda: metric_table({}), ValueError, "systems"),
+        (lambda: metric_table({"a": pd.DataFrame({"x": [1.0]})}, metrics=["y"]), ValueError, "metrics"),
+        (lambda: metric_table({"a": pd.DataFrame({"x": [1.0]})}, confidence=2), ValueError, "confidence"),
+        (lambda: comparison_table(pd.DataFrame({"x": [1.0]}), pd.DataFrame({"x": [1.0, 2.0]})), ValueError, "baseline"),
+        (lambda: comparison_table(pd.DataFrame({"x": [1.0]}), [1.0]), TypeError, "candidate"),
+        (lambda: format_table(pd.DataFrame({"system": ["a"]})), ValueError, "tidy"),
+        (lambda: distinct_n([], n=2), ValueError, "texts"),
+        (lambda: distinct_n(["a b"], n=0), ValueError, "n must"),
+        (lambda: distinct_n(["a", 3]), TypeError, "texts"),
+    ],
+)
+def test_bad_input_raises_with_argument_name(call, error, name):
+    with pytest.raises(error) as info:
+        call()
+    message = str(info.value)
+    assert name in message
+    assert "\n" not in message
