@@ -1,0 +1,147 @@
+"""Batched generation for decoder-only and encoder-decoder models: prompts in, new text out.
+
+Prompts are sorted by length and batched, so padding stays small; the longest batch runs first,
+so running out of memory shows at once, not at the end. Only the newly generated tokens are
+decoded, in the caller's order.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+from .models import model_family
+from .prompts import model_input, uses_chat_template
+
+
+def check_generation_config(config) -> None:
+    """Refuse settings that would fail or silently mean something else, naming the argument."""
+    new = getattr(config, "max_new_tokens", None)
+    if new is None or not isinstance(new, int) or new <= 0:
+        raise ValueError(f"max_new_tokens={new!r} must be a positive number of tokens")
+    min_new = getattr(config, "min_new_tokens", None)
+    if min_new is not None and (not isinstance(min_new, int) or min_new < 0 or min_new > new):
+        raise ValueError(f"min_new_tokens={min_new!r} must be between 0 and max_new_tokens={new}")
+    if config.do_sample:
+        temperature = config.temperature
+        if temperature is None or temperature <= 0:
+            raise ValueError(f"temperature={temperature!r} must be > 0 when do_sample=True; "
+                             "use do_sample=False for greedy decoding")
+        if config.top_p is not None and not 0 < config.top_p <= 1:
+            raise ValueError(f"top_p={config.top_p!r} must be in (0, 1]")
+        if config.top_k is not None and (not isinstance(config.top_k, int) or config.top_k < 0):
+            raise ValueError(f"top_k={config.top_k!r} must be a non-negative integer (0 switches it off)")
+    if config.num_beams is not None and (not isinstance(config.num_beams, int) or config.num_beams < 1):
+        raise ValueError(f"num_beams={config.num_beams!r} must be a positive integer")
+    if config.repetition_penalty is not None and config.repetition_penalty <= 0:
+        raise ValueError(f"repetition_penalty={config.repetition_penalty!r} must be > 0")
+
+
+def make_generation_config(max_new_tokens: int = 48, **settings):
+    """A GenerationConfig, checked: greedy unless do_sample=True (then temperature, top_k, top_p apply)."""
+    from transformers import GenerationConfig
+
+    if settings.get("do_sample"):
+        settings.setdefault("top_k", 0)
+        settings.setdefault("top_p", 1.0)
+        settings.setdefault("temperature", 1.0)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, **settings)
+    check_generation_config(config)
+    return config
+
+
+def _cut_at_stops(text: str, stop_strings: Sequence[str]) -> str:
+    cut = len(text)
+    for stop in stop_strings:
+        at = text.find(stop)
+        if at != -1:
+            cut = min(cut, at)
+    return text[:cut]
+
+
+def generate_texts(model, tokenizer, prompts: Sequence, config=None, *, batch_size: int = 8,
+                   chat: bool | None = None, stop_strings: Sequence[str] = (), seed: int = 0,
+                   progress: bool = True, desc: str = "generating") -> list[str]:
+    """Generate for each prompt (text or chat messages) and return the new text only, in input order.
+
+    `config` is a GenerationConfig (default: greedy, 48 new tokens). Sampling is seeded with `seed`,
+    so a run repeats exactly on the same machine. `stop_strings` cut the text where they first appear.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    if isinstance(prompts, (str, dict)):
+        raise TypeError("prompts must be a list of prompts; wrap a single prompt in a list")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+    if len(prompts) == 0:
+        return []
+    config = make_generation_config() if config is None else config
+    check_generation_config(config)
+    if config.pad_token_id is None:
+        config = copy.deepcopy(config)
+        config.pad_token_id = tokenizer.pad_token_id
+    family = model_family(model)
+    chat_on = family == "causal" and uses_chat_template(tokenizer, chat)
+    texts = [model_input(tokenizer, p, chat_on) for p in prompts]
+    for i, text in enumerate(texts):
+        if not text.strip():
+            raise ValueError(f"prompts[{i}] is empty; give each prompt some text")
+    lengths = [len(tokenizer(t, add_special_tokens=not chat_on)["input_ids"]) for t in texts]
+    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+    if family == "causal":
+        tokenizer.padding_side = "left"
+    outputs: list[str] = [""] * len(texts)
+    device = next(model.parameters()).device
+    torch.manual_seed(seed)
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    with torch.inference_mode():
+        for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
+            enc = tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True,
+                            add_special_tokens=not chat_on).to(device)
+            out = model.generate(**enc, generation_config=config)
+            new = out[:, enc["input_ids"].shape[1]:] if family == "causal" else out
+            decoded = tokenizer.batch_decode(new, skip_special_tokens=True)
+            for i, text in zip(batch, decoded):
+                outputs[i] = _cut_at_stops(text, stop_strings).strip()
+    return outputs
+
+
+def playground(model, tokenizer, rows: Sequence, build, *, max_new_tokens: int = 48):
+    """An ipywidgets panel to try generation settings by hand on one dialogue at a time.
+
+    `rows` are dialogues with references; `build(row)` makes the prompt. Returns the widget and
+    its `run()` function (called once, so the panel shows a result even when run headless).
+    """
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    from .metrics import score_summaries
+
+    pick = widgets.IntSlider(0, 0, len(rows) - 1, description="dialogue")
+    sample = widgets.Checkbox(value=False, description="sample")
+    temperature = widgets.FloatSlider(value=0.7, min=0.05, max=2.0, step=0.05, description="temperature")
+    top_k = widgets.IntSlider(value=0, min=0, max=200, description="top_k (0=off)")
+    top_p = widgets.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description="top_p")
+    length = widgets.IntSlider(value=max_new_tokens, min=1, max=4 * max_new_tokens, description="max_new_tokens")
+    button = widgets.Button(description="Generate", button_style="primary")
+    out = widgets.Output()
+
+    def run(_=None):
+        row = rows[pick.value]
+        settings = dict(do_sample=True, temperature=temperature.value, top_k=top_k.value, top_p=top_p.value) \
+            if sample.value else {}
+        text = generate_texts(model, tokenizer, [build(row)], make_generation_config(length.value, **settings),
+                              progress=False, seed=pick.value)[0]
+        score = score_summaries([text], [row["summary"]]).iloc[0]
+        out.clear_output()
+        with out:
+            print(f"model:     {text}\nreference: {row['summary']}\n"
+                  f"ROUGE-1 {score.rouge1:.3f}  ROUGE-L {score.rougeL:.3f}")
+
+    button.on_click(run)
+    panel = widgets.VBox([widgets.HBox([pick, length]), widgets.HBox([sample, temperature]),
+                          widgets.HBox([top_k, top_p]), button, out])
+    display(panel)
+    run()
+    return panel, run
