@@ -1,0 +1,245 @@
+"""Run, check and clean the labs: `python -m labhelpers.labs {run,check-clean,strip} --help`.
+
+`run` executes notebooks headless with papermill into a new folder under runs/ (the sources are
+never touched) and writes summary.json and summary.md with each notebook's status, wall time,
+budget and the numbers it recorded with `labhelpers.results.record`.
+`check-clean` fails when a notebook holds outputs; `strip` removes them in place, atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+from nbformat.reader import NotJSONError
+
+from .profiles import get_profile, profile_name
+from .results import NOTEBOOK_ENV, RESULTS_FILE_ENV, read_results
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+LAB_PATTERN = "[0-9][0-9]_*.ipynb"
+
+
+class UsageError(ValueError):
+    """A problem with the command line (missing notebook, unknown profile): exit status 2."""
+
+
+def lab_notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
+    """The numbered labs (NN_topic.ipynb) in `folder`, sorted."""
+    return sorted(folder.glob(LAB_PATTERN))
+
+
+def _existing(paths, default: list[Path]) -> list[Path]:
+    """`paths` as resolved notebook files (folders expand to their notebooks), else UsageError."""
+    if not paths:
+        return default
+    found = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += sorted(q for q in p.rglob("*.ipynb") if ".ipynb_checkpoints" not in q.parts)
+        elif p.is_file() and p.suffix == ".ipynb":
+            found.append(p.resolve())
+        else:
+            raise UsageError(f"no such notebook: {p}")
+    return found
+
+
+@contextlib.contextmanager
+def _environ(**values):
+    """Set environment variables (inherited by the kernel) for the duration of a block."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _new_run_dir(out: Path, profile: str) -> Path:
+    """Create and return a fresh folder `out/<YYYYmmdd-HHMMSS>-<profile>-<pid>[-n]`."""
+    out.mkdir(parents=True, exist_ok=True)
+    base = f"{time.strftime('%Y%m%d-%H%M%S')}-{profile}-{os.getpid()}"
+    for n in range(1000):
+        path = out / (base if n == 0 else f"{base}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a new run folder in {out}")
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line: 'Name: message'."""
+    name = getattr(exc, "ename", None) or type(exc).__name__
+    message = str(getattr(exc, "evalue", exc)).strip().splitlines()
+    return f"{name}: {message[0]}" if message else name
+
+
+def run_notebook(path: Path, profile: str, run_dir: Path) -> dict:
+    """Execute one notebook into `run_dir` and return its summary entry."""
+    import papermill as pm
+
+    stem = path.stem
+    results_file = run_dir / f"{stem}.results.jsonl"
+    try:
+        budget = get_profile(profile).budget_s(stem)
+    except ValueError:
+        budget = None
+    status, error = "ok", None
+    start = time.perf_counter()
+    with _environ(LABS_PROFILE=profile, **{RESULTS_FILE_ENV: str(results_file), NOTEBOOK_ENV: stem}):
+        try:
+            pm.execute_notebook(str(path), str(run_dir / path.name), parameters={"profile": profile},
+                                kernel_name="python3", language="python", cwd=str(path.parent), progress_bar=False,
+                                start_timeout=120)
+        except Exception as exc:  # a failing notebook is reported, and the batch goes on
+            status, error = "failed", _one_line(exc)
+    wall = round(time.perf_counter() - start, 2)
+    output = run_dir / path.name
+    return {"notebook": stem, "source": str(path), "output": str(output) if output.exists() else None,
+            "status": status, "error": error, "wall_s": wall, "budget_s": budget,
+            "over_budget": None if budget is None else wall > budget,
+            "results": read_results(results_file)}
+
+
+def _result_line(r: dict) -> str:
+    """One recorded result as Markdown: '- key: value unit (note)'."""
+    value = r["value"] if isinstance(r["value"], str) else json.dumps(r["value"])
+    return f"- {r['key']}: {value}" + (f" {r['unit']}" if r["unit"] else "") + (f" ({r['note']})" if r["note"] else "")
+
+
+def _summary_md(summary: dict) -> str:
+    """The run summary as Markdown: one table row per notebook, then each one's results."""
+    lines = [f"# Lab run {Path(summary['run_dir']).name}", "",
+             f"Profile `{summary['profile']}`, started {summary['started']}.", "",
+             "| notebook | status | wall time (s) | budget (s) |", "|---|---|---:|---:|"]
+    for nb in summary["notebooks"]:
+        status = nb["status"] if nb["status"] == "ok" else f"failed: {nb['error']}"
+        budget = "-" if nb["budget_s"] is None else f"{nb['budget_s']}{' (exceeded)' if nb['over_budget'] else ''}"
+        lines.append(f"| {nb['notebook']} | {status.replace('|', '/')} | {nb['wall_s']:.1f} | {budget} |")
+    for nb in summary["notebooks"]:
+        lines += ["", f"## {nb['notebook']}", ""]
+        lines += [_result_line(r) for r in nb["results"]] or ["(no results recorded)"]
+    return "\n".join(lines) + "\n"
+
+
+def run(notebooks: list[Path], profile: str | None = None, out: Path | None = None) -> tuple[Path, dict]:
+    """Execute `notebooks` into a new run folder; return the folder and the summary written there."""
+    try:
+        profile = get_profile(profile_name(profile)).name
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    stems = [Path(p).stem for p in notebooks]
+    if len(set(stems)) < len(stems):
+        raise UsageError(f"two notebooks share a name, so their executed copies would collide: {stems}")
+    run_dir = _new_run_dir(Path(out) if out else ROOT / "runs", profile)
+    summary = {"profile": profile, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+               "run_dir": str(run_dir), "notebooks": []}
+    for i, path in enumerate(notebooks, 1):
+        print(f"[{i}/{len(notebooks)}] {path.stem} ...", end=" ", flush=True)
+        entry = run_notebook(Path(path).resolve(), profile, run_dir)
+        budget = "" if entry["budget_s"] is None else f" (budget {entry['budget_s']} s" + (
+            ", EXCEEDED)" if entry["over_budget"] else ")")
+        print(f"{entry['status']} in {entry['wall_s']:.1f} s{budget}"
+              + (f": {entry['error']}" if entry["error"] else ""), flush=True)
+        summary["notebooks"].append(entry)
+    summary["failed"] = sum(nb["status"] != "ok" for nb in summary["notebooks"])
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    (run_dir / "summary.md").write_text(_summary_md(summary), encoding="utf-8")
+    return run_dir, summary
+
+
+def is_clean(nb) -> bool:
+    """True when no code cell has outputs or an execution count."""
+    return all(not c.get("outputs") and c.get("execution_count") is None
+               for c in nb.cells if c.cell_type == "code")
+
+
+def strip_notebook(path: Path) -> bool:
+    """Remove outputs, execution counts and execution timings in place (atomically); True if it changed."""
+    nb = nbformat.read(str(path), as_version=nbformat.NO_CONVERT)
+    changed = False
+    for cell in nb.cells:
+        if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count") is not None):
+            cell.outputs, cell.execution_count, changed = [], None, True
+        if "execution" in cell.get("metadata", {}):
+            del cell.metadata["execution"]
+            changed = True
+    if changed:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                nbformat.write(nb, f)
+            os.chmod(tmp, path.stat().st_mode & 0o777)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    return changed
+
+
+def _all_notebooks() -> list[Path]:
+    """Every notebook under notebooks/ (checkpoints excluded)."""
+    return _existing([NOTEBOOKS], []) if NOTEBOOKS.is_dir() else []
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m labhelpers.labs", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p_run = sub.add_parser("run", help="execute notebooks headless into a new runs/ folder and summarise",
+                           description="Execute notebooks with papermill (profile injected as a parameter) "
+                                       "into a new folder DIR/<time>-<profile>-<pid>; exit 1 if any failed.")
+    p_run.add_argument("--profile", help="tiny, embedded or course (default: $LABS_PROFILE or embedded)")
+    p_run.add_argument("--out", type=Path, metavar="DIR", help=f"parent of the run folder (default: {ROOT / 'runs'})")
+    p_run.add_argument("notebooks", nargs="*", metavar="NOTEBOOK",
+                       help=f"notebooks to run (default: every notebooks/{LAB_PATTERN})")
+    p_check = sub.add_parser("check-clean", help="fail if any notebook holds outputs or execution counts")
+    p_check.add_argument("paths", nargs="*", metavar="PATH", help="notebooks or folders (default: notebooks/)")
+    p_strip = sub.add_parser("strip", help="remove outputs and execution counts in place")
+    p_strip.add_argument("paths", nargs="*", metavar="PATH", help="notebooks or folders (default: notebooks/)")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "run":
+            notebooks = _existing(args.notebooks, lab_notebooks())
+            if not notebooks:
+                raise UsageError(f"no notebooks to run (none match {NOTEBOOKS / LAB_PATTERN})")
+            run_dir, summary = run(notebooks, args.profile, args.out)
+            print(f"summary: {run_dir / 'summary.md'} ({summary['failed']} of {len(notebooks)} failed)")
+            return 1 if summary["failed"] else 0
+        paths = _existing(args.paths, _all_notebooks())
+        if args.command == "check-clean":
+            dirty = [p for p in paths if not is_clean(nbformat.read(str(p), as_version=nbformat.NO_CONVERT))]
+            for p in dirty:
+                print(f"has outputs: {p}")
+            if dirty:
+                print(f"{len(dirty)} notebook(s) hold outputs; run `python -m labhelpers.labs strip`")
+                return 1
+            print(f"OK: {len(paths)} notebook(s) clean")
+            return 0
+        changed = [p for p in paths if strip_notebook(p)]
+        print(f"stripped {len(changed)} of {len(paths)} notebook(s)" + "".join(f"\n  {p}" for p in changed))
+        return 0
+    except (UsageError, OSError, NotJSONError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
