@@ -1,0 +1,32 @@
+"""labhelpers: the thin helper package every lab imports (`from labhelpers import ...`).
+
+On import it checks, in a child process and once per machine, whether bf16 matrix multiplies
+crash this CPU, and caps oneDNN before torch loads if that makes them safe (see device.py).
+"""
+
+import platform as _platform
+
+from .device import guard_cpu_bf16 as _guard_cpu_bf16
+
+if _platform.machine().lower() in {"x86_64", "amd64"}:
+    _guard_cpu_bf16()
+
+from .data import DataUnavailableError, load_dialogues, read_jsonl  # noqa: E402
+from .device import (choose_dtype, cpu_bf16_safe, environment_summary, pick_device,  # noqa: E402
+                     seed_everything, trainer_precision)
+from .generate import generate_texts, make_generation_config  # noqa: E402
+from .metrics import (Estimate, bootstrap_ci, comparison_table, distinct_n, format_table,  # noqa: E402
+                      metric_table, paired_difference, score_summaries)
+from .models import ModelUnavailableError, count_parameters, load_model, model_family  # noqa: E402
+from .profiles import PROFILES, Profile, get_profile  # noqa: E402
+from .prompts import (TEMPLATES, ContextWindowError, build_chat, build_prompt, context_window,  # noqa: E402
+                      count_tokens, fit_prompt, model_input, select_examples)
+
+__all__ = [
+    "PROFILES", "TEMPLATES", "ContextWindowError", "DataUnavailableError", "Estimate", "ModelUnavailableError",
+    "Profile", "bootstrap_ci", "build_chat", "build_prompt", "choose_dtype", "comparison_table", "context_window",
+    "count_parameters", "count_tokens", "cpu_bf16_safe", "distinct_n", "environment_summary", "fit_prompt",
+    "format_table", "generate_texts", "get_profile", "load_dialogues", "load_model", "make_generation_config",
+    "metric_table", "model_family", "model_input", "paired_difference", "pick_device", "read_jsonl",
+    "score_summaries", "seed_everything", "select_examples", "trainer_precision",
+]
