@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU
 
 __all__ = [
@@ -154,6 +153,8 @@ def rouge_per_example(
     """
     predictions, references = _check_pair(predictions, references)
     rouge_types = _check_rouge_types(rouge_types)
+    from rouge_score import rouge_scorer  # imported here: it pulls in nltk and scipy (2 s)
+
     scorer = rouge_scorer.RougeScorer(rouge_types, use_stemmer=use_stemmer)
     rows = []
     for prediction, reference in zip(predictions, references):
