@@ -43,6 +43,8 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
                 raw = json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{number} is not valid JSON ({err.msg})") from None
+            if not isinstance(raw, dict):
+                raise ValueError(f"{path}:{number} is not a JSON object with dialogue and summary")
             row = {"id": str(raw.get("id", raw.get("fname", f"{path.stem}-{number}"))),
                    "dialogue": raw.get("dialogue"), "summary": raw.get("summary"), "topic": raw.get("topic", "")}
             for key in ("dialogue", "summary"):
@@ -66,9 +68,10 @@ def split_rows(rows: list[dict], seed: int = 0, validation: float = 0.1, test: f
 
 
 def _to_dataset_dict(splits: dict[str, list[dict]]):
-    from datasets import Dataset, DatasetDict
+    from datasets import Dataset, DatasetDict, Features, Value
 
-    return DatasetDict({name: Dataset.from_list([{c: r[c] for c in COLUMNS} for r in splits[name]])
+    features = Features({c: Value("string") for c in COLUMNS})  # an empty split keeps its columns
+    return DatasetDict({name: Dataset.from_dict({c: [r[c] for r in splits[name]] for c in COLUMNS}, features=features)
                         for name in SPLITS})
 
 
