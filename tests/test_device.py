@@ -1,0 +1,208 @@
+"""Tests for labhelpers.device: device and dtype choice, the crash-safe bf16 probe, the summary line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from labhelpers import device
+from labhelpers.device import (BF16_PROBE_CODE, ONEDNN_ENV, SAFE_ISA, choose_dtype, environment_summary,
+                               guard_cpu_bf16, pick_device, probe_cpu_bf16, trainer_precision)
+
+# Child programs that stand in for the bf16 matmul: one that works, one that dies of SIGILL as a CPU
+# with unusable AMX does, and one that dies only while oneDNN's instruction set is not capped.
+WORKS = "print('fine')\n"
+CRASHES = "import os, signal\nos.kill(os.getpid(), signal.SIGILL)\n"
+CRASHES_UNLESS_CAPPED = (
+    "import os, signal\n"
+    f"if not os.environ.get({ONEDNN_ENV!r}):\n"
+    "    os.kill(os.getpid(), signal.SIGILL)\n"
+)
+needs_posix_signals = pytest.mark.skipif(not hasattr(signal, "SIGILL") or os.name != "posix",
+                                         reason="simulating a SIGILL crash needs POSIX signals")
+
+
+@pytest.fixture
+def clean_bf16_state(monkeypatch, tmp_cache):
+    """No oneDNN cap in the environment, no probe result in this process; both restored afterwards."""
+    monkeypatch.setenv(ONEDNN_ENV, "placeholder")  # records the original value (or its absence) for undo
+    monkeypatch.delenv(ONEDNN_ENV)
+    monkeypatch.setattr(device, "_bf16_status", None)
+    tmp_cache.mkdir(parents=True, exist_ok=True)
+    return tmp_cache
+
+
+# ---------------------------------------------------------------- device and dtype
+
+def test_pick_device_is_cpu_on_a_machine_without_accelerators(monkeypatch):
+    if torch.cuda.is_available() or torch.backends.mps.is_available():
+        pytest.skip("this machine has an accelerator")
+    monkeypatch.delenv("LABS_DEVICE", raising=False)
+    assert pick_device() == torch.device("cpu")
+
+
+def test_pick_device_honours_argument_and_env(monkeypatch):
+    monkeypatch.setenv("LABS_DEVICE", "CPU")
+    assert pick_device() == torch.device("cpu")
+    monkeypatch.setenv("LABS_DEVICE", "tpu")  # the argument wins over a bad env value
+    assert pick_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("wanted", ["cuda", "cuda:1"])
+@pytest.mark.parametrize("via", ["env", "argument"])
+def test_cuda_without_gpu_is_a_clear_error(monkeypatch, wanted, via):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same on any machine
+    monkeypatch.delenv("LABS_DEVICE", raising=False)
+    if via == "env":
+        monkeypatch.setenv("LABS_DEVICE", wanted)
+    with pytest.raises(ValueError) as info:
+        pick_device(wanted if via == "argument" else None)
+    assert repr(wanted) in str(info.value) and "no CUDA GPU" in str(info.value)
+
+
+def test_mps_without_apple_gpu_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="mps"):
+        pick_device("mps")
+
+
+@pytest.mark.parametrize("wanted", ["tpu", "gpu", "cudaX"])
+def test_unknown_device_string(monkeypatch, wanted):
+    monkeypatch.setenv("LABS_DEVICE", wanted)
+    with pytest.raises(ValueError) as info:
+        pick_device()
+    assert f"device={wanted.lower()!r}" in str(info.value)
+
+
+def test_cpu_dtype_is_float32():
+    assert choose_dtype("cpu") == torch.float32
+    assert choose_dtype(torch.device("cpu")) == torch.float32
+
+
+def test_trainer_precision_on_cpu():
+    assert trainer_precision("cpu") == {"bf16": False, "fp16": False, "use_cpu": True}
+
+
+def test_environment_summary_is_one_line_with_profile_torch_and_device(monkeypatch):
+    monkeypatch.delenv("LABS_DEVICE", raising=False)
+    line = environment_summary("tiny")
+    assert "\n" not in line
+    assert "profile tiny" in line
+    assert f"torch {torch.__version__}" in line
+    assert f"device {pick_device().type}" in line
+
+
+# ---------------------------------------------------------------- the bf16 probe, simulated
+
+@needs_posix_signals
+def test_the_crash_simulation_really_crashes():
+    done = subprocess.run([sys.executable, "-c", CRASHES], capture_output=True, check=False)
+    assert done.returncode == -signal.SIGILL
+
+
+@needs_posix_signals
+@pytest.mark.parametrize("code, expected", [(WORKS, "ok"), (CRASHES_UNLESS_CAPPED, "capped"), (CRASHES, "unsafe")],
+                         ids=["works", "crashes-unless-capped", "crashes"])
+def test_probe_status_and_the_process_survives(clean_bf16_state, code, expected):
+    assert probe_cpu_bf16(code) == expected
+    assert ONEDNN_ENV not in os.environ  # probing alone never changes this process
+    assert not (clean_bf16_state / "bf16_probe.json").exists()  # simulations are not cached
+
+
+def test_probe_that_hangs_is_unsafe(clean_bf16_state):
+    assert probe_cpu_bf16("import time\ntime.sleep(30)\n", timeout_s=0.5) == "unsafe"
+
+
+@needs_posix_signals
+@pytest.mark.parametrize("code, expected", [(WORKS, "ok"), (CRASHES, "unsafe")], ids=["works", "crashes"])
+def test_guard_sets_no_cap_unless_capped(clean_bf16_state, code, expected):
+    assert guard_cpu_bf16(code) == expected
+    assert ONEDNN_ENV not in os.environ
+    assert device._bf16_status == expected
+
+
+@needs_posix_signals
+def test_guard_caps_onednn_before_torch_is_imported(clean_bf16_state, monkeypatch):
+    monkeypatch.delitem(sys.modules, "torch")  # as at `import labhelpers`, before torch loads
+    assert guard_cpu_bf16(CRASHES_UNLESS_CAPPED) == "capped"
+    assert os.environ.get(ONEDNN_ENV) == SAFE_ISA
+
+
+@needs_posix_signals
+def test_guard_after_torch_import_reports_unsafe_without_capping(clean_bf16_state):
+    assert "torch" in sys.modules
+    assert guard_cpu_bf16(CRASHES_UNLESS_CAPPED) == "unsafe"  # too late for the cap to take effect
+    assert ONEDNN_ENV not in os.environ
+
+
+def test_probe_code_is_sound_apart_from_bf16():
+    """The real probe must fail only because of bf16: with fp32 it runs cleanly in a child."""
+    code = BF16_PROBE_CODE.replace("torch.bfloat16", "torch.float32")
+    assert code != BF16_PROBE_CODE
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)
+    assert done.returncode == 0, done.stderr
+    float(done.stdout.strip())
+
+
+# ---------------------------------------------------------------- the probe result, cached on disk
+
+class FakeRun:
+    """Stands in for subprocess.run: counts calls and answers with a fixed return code."""
+
+    def __init__(self, returncode: int):
+        self.returncode = returncode
+        self.calls = 0
+
+    def __call__(self, args, **kwargs):
+        self.calls += 1
+        return subprocess.CompletedProcess(args, self.returncode)
+
+
+def _refuse_to_run(*args, **kwargs):
+    raise AssertionError("the probe ran a child process although its result was cached")
+
+
+def test_probe_result_is_cached_on_disk(clean_bf16_state, monkeypatch):
+    fake = FakeRun(0)
+    monkeypatch.setattr(subprocess, "run", fake)
+    assert probe_cpu_bf16() == "ok"
+    assert fake.calls == 1
+    saved = json.loads((clean_bf16_state / "bf16_probe.json").read_text())
+    assert saved == {"key": device._cpu_fingerprint(), "status": "ok"}
+
+    monkeypatch.setattr(subprocess, "run", _refuse_to_run)
+    assert probe_cpu_bf16() == "ok"  # from the file, no child process
+    with pytest.raises(AssertionError, match="cached"):
+        probe_cpu_bf16(use_cache=False)  # proves the patch is in force
+
+
+def test_cached_result_of_another_machine_is_ignored(clean_bf16_state, monkeypatch):
+    (clean_bf16_state / "bf16_probe.json").write_text(json.dumps({"key": "another-cpu", "status": "ok"}))
+    fake = FakeRun(1)  # every child fails here
+    monkeypatch.setattr(subprocess, "run", fake)
+    assert probe_cpu_bf16() == "unsafe"
+    assert fake.calls == 2  # as is, then capped
+    assert json.loads((clean_bf16_state / "bf16_probe.json").read_text())["status"] == "unsafe"
+
+
+def test_corrupt_cache_file_is_probed_again(clean_bf16_state, monkeypatch):
+    (clean_bf16_state / "bf16_probe.json").write_text("{not json")
+    fake = FakeRun(0)
+    monkeypatch.setattr(subprocess, "run", fake)
+    assert probe_cpu_bf16() == "ok"
+    assert fake.calls == 1
+
+
+def test_guard_probes_once_per_process(clean_bf16_state, monkeypatch):
+    fake = FakeRun(0)
+    monkeypatch.setattr(subprocess, "run", fake)
+    (clean_bf16_state / "bf16_probe.json").unlink(missing_ok=True)
+    assert guard_cpu_bf16(use_cache=False) == "ok"
+    assert guard_cpu_bf16(use_cache=False) == "ok"
+    assert fake.calls == 1

@@ -1,0 +1,198 @@
+"""Tests for labhelpers.generate: batched generation returns each prompt's new text, in input order."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from labhelpers.generate import check_generation_config, generate_texts, make_generation_config
+from labhelpers.models import model_family
+from labhelpers.prompts import build_chat, build_prompt, count_tokens, model_input
+
+GREEDY = dict(max_new_tokens=10)
+
+
+@pytest.fixture(scope="module")
+def prompts(tiny_dialogues) -> list[str]:
+    """Five prompts of clearly different lengths, deliberately not in length order."""
+    rows = tiny_dialogues["test"]
+    cuts = [300, 60, 700, 25, 150]
+    return [build_prompt(rows[i]["dialogue"][:cut].strip()) for i, cut in enumerate(cuts)]
+
+
+def _stirred(model):
+    """A copy of a tiny model whose layers matter.
+
+    Freshly built, the random weights are so small that the last input token's embedding dominates
+    the output: greedy decoding repeats that token ("\\n" after the chat template, <pad> after T5's
+    decoder start) whatever the prompt, so every prompt's text would be the same and a mix-up of the
+    order could not show. Scaling the layers' matrices (not the embeddings) makes each prompt's
+    greedy continuation its own.
+    """
+    stirred = copy.deepcopy(model)
+    embedding = stirred.get_input_embeddings().weight
+    with torch.no_grad():
+        for param in stirred.parameters():
+            if param.dim() == 2 and param is not embedding:
+                param.mul_(10)
+    return stirred
+
+
+@pytest.fixture(scope="module")
+def llama(tiny_llama):
+    return _stirred(tiny_llama[0]), tiny_llama[1]
+
+
+@pytest.fixture(scope="module")
+def t5(tiny_t5):
+    return _stirred(tiny_t5[0]), tiny_t5[1]
+
+
+@pytest.fixture(params=["llama", "t5"])
+def pair(request):
+    return request.getfixturevalue(request.param)
+
+
+def _one_at_a_time(model, tok, prompts, config) -> list[str]:
+    """Each prompt alone through model.generate, decoding only the tokens after the prompt."""
+    causal = model_family(model) == "causal"
+    texts = []
+    for prompt in prompts:
+        text = model_input(tok, prompt) if causal else prompt
+        enc = tok(text, return_tensors="pt", add_special_tokens=not causal)
+        with torch.inference_mode():
+            out = model.generate(**enc, generation_config=config)
+        new = out[0, enc["input_ids"].shape[1]:] if causal else out[0]  # T5's output holds no prompt
+        texts.append(tok.decode(new, skip_special_tokens=True).strip())
+    return texts
+
+
+def test_prompts_need_reordering(prompts, tiny_llama, tiny_t5):
+    for _, tok in (tiny_llama, tiny_t5):
+        lengths = [count_tokens(tok, p) for p in prompts]
+        assert len(set(lengths)) == len(lengths)
+        assert lengths != sorted(lengths, reverse=True)  # so batching by length really reorders them
+
+
+def test_batched_output_matches_one_at_a_time_in_input_order(pair, prompts):
+    model, tok = pair
+    config = make_generation_config(**GREEDY)
+    batched = generate_texts(model, tok, prompts, config, batch_size=2, progress=False)
+    alone = _one_at_a_time(model, tok, prompts, config)
+    assert all(alone) and len(set(alone)) == len(alone)  # distinct texts: a mix-up would show
+    assert batched == alone
+
+
+def test_prompt_is_not_echoed(llama, prompts):
+    model, tok = llama
+    out = generate_texts(model, tok, prompts[:2], make_generation_config(**GREEDY), progress=False)
+    for prompt, text in zip(prompts, out):
+        assert prompt[:40] not in text
+        assert "<|im_start|>" not in text and "assistant" not in text
+
+
+def test_batch_size_does_not_change_greedy_output(pair, prompts):
+    model, tok = pair
+    config = make_generation_config(**GREEDY)
+    one = generate_texts(model, tok, prompts, config, batch_size=1, progress=False)
+    four = generate_texts(model, tok, prompts, config, batch_size=4, progress=False)
+    assert len(set(one)) == len(one)
+    assert one == four
+
+
+def test_chat_messages_and_text_give_the_same_input(llama, tiny_dialogues):
+    model, tok = llama
+    dialogue = tiny_dialogues["test"][0]["dialogue"][:200]
+    config = make_generation_config(**GREEDY)
+    as_text = generate_texts(model, tok, [build_prompt(dialogue)], config, progress=False)
+    as_chat = generate_texts(model, tok, [build_chat(dialogue)], config, progress=False)
+    assert as_text == as_chat and as_text[0]
+
+
+def test_sampling_repeats_with_a_seed_and_varies_across_seeds(tiny_llama, prompts):
+    model, tok = tiny_llama  # the fresh random model: near-uniform next-token distributions
+    config = make_generation_config(max_new_tokens=24, do_sample=True, top_k=0, temperature=1.0)
+    first = generate_texts(model, tok, prompts[:2], config, seed=1, progress=False)
+    again = generate_texts(model, tok, prompts[:2], config, seed=1, progress=False)
+    other = generate_texts(model, tok, prompts[:2], config, seed=2, progress=False)
+    assert all(first)
+    assert first == again
+    assert first[0] != other[0] and first[1] != other[1]
+
+
+def test_stop_strings_cut_the_text(llama, prompts):
+    model, tok = llama
+    config = make_generation_config(max_new_tokens=16)
+    full = generate_texts(model, tok, prompts[:2], config, progress=False)
+    text = full[0]
+    assert len(text) >= 4
+    # two characters from the second half, no blanks in them (so where the cut falls is unambiguous)
+    stop = next(text[i:i + 2] for i in range(len(text) // 2, len(text) - 1)
+                if not any(c.isspace() for c in text[i:i + 2]))
+    cut = generate_texts(model, tok, prompts[:2], config, stop_strings=["never-generated-§", stop], progress=False)
+    first = full[0].find(stop)
+    assert cut[0] == full[0][:first].strip()
+    assert stop not in cut[0] and len(cut[0]) < len(full[0])
+    at = full[1].find(stop)
+    assert cut[1] == (full[1] if at == -1 else full[1][:at].strip())
+
+
+@pytest.mark.parametrize("settings, argument", [
+    ({"do_sample": True, "temperature": 0.0}, "temperature"),
+    ({"do_sample": True, "temperature": -0.5}, "temperature"),
+    ({"max_new_tokens": 0}, "max_new_tokens"),
+    ({"max_new_tokens": -4}, "max_new_tokens"),
+    ({"do_sample": True, "top_p": 0.0}, "top_p"),
+    ({"do_sample": True, "top_p": 1.5}, "top_p"),
+    ({"num_beams": 0}, "num_beams"),
+    ({"max_new_tokens": 5, "min_new_tokens": 6}, "min_new_tokens"),
+])
+def test_invalid_settings_name_the_argument(settings, argument):
+    with pytest.raises(ValueError, match=argument):
+        make_generation_config(**settings)
+
+
+@pytest.mark.parametrize("field, value", [("temperature", 0.0), ("top_p", 1.01), ("max_new_tokens", 0),
+                                          ("num_beams", 0), ("top_k", -1)])
+def test_generate_checks_a_config_changed_after_it_was_made(tiny_t5, field, value, monkeypatch):
+    model, tok = tiny_t5
+    config = make_generation_config(max_new_tokens=4, do_sample=True)
+    setattr(config, field, value)
+    with pytest.raises(ValueError, match=f"{field}="):
+        check_generation_config(config)
+    monkeypatch.setattr(model, "generate", lambda *a, **k: pytest.fail("generated with a bad config"))
+    with pytest.raises(ValueError, match=f"{field}="):
+        generate_texts(model, tok, ["#Person1#: Hi."], config, progress=False)
+
+
+def test_valid_sampling_config_defaults():
+    config = make_generation_config(max_new_tokens=3, do_sample=True)
+    assert (config.top_k, config.top_p, config.temperature) == (0, 1.0, 1.0)  # plain sampling, nothing cut
+    assert not make_generation_config(max_new_tokens=3).do_sample
+
+
+def test_callers_config_is_not_changed(tiny_t5):
+    model, tok = tiny_t5
+    config = make_generation_config(max_new_tokens=2)
+    assert config.pad_token_id is None
+    generate_texts(model, tok, ["#Person1#: Hi."], config, progress=False)
+    assert config.pad_token_id is None
+
+
+@pytest.mark.parametrize("prompts", ["#Person1#: Hi.", {"role": "user", "content": "Hi"}])
+def test_a_bare_prompt_is_a_type_error(tiny_llama, prompts):
+    with pytest.raises(TypeError, match="list"):
+        generate_texts(*tiny_llama, prompts, progress=False)
+
+
+def test_no_prompts_no_texts(tiny_llama):
+    assert generate_texts(*tiny_llama, [], progress=False) == []
+
+
+def test_bad_batch_size_and_empty_prompt(tiny_t5):
+    with pytest.raises(ValueError, match="batch_size"):
+        generate_texts(*tiny_t5, ["Hi"], batch_size=0, progress=False)
+    with pytest.raises(ValueError, match=r"prompts\[1\]"):
+        generate_texts(*tiny_t5, ["Hi", "   "], progress=False)
