@@ -83,10 +83,11 @@ def generate_texts(model, tokenizer, prompts: Sequence, config=None, *, batch_si
         config.pad_token_id = tokenizer.pad_token_id
     family = model_family(model)
     chat_on = family == "causal" and uses_chat_template(tokenizer, chat)
-    texts = [model_input(tokenizer, p, chat_on) for p in prompts]
-    for i, text in enumerate(texts):
-        if not text.strip():
+    for i, prompt in enumerate(prompts):
+        content = prompt if isinstance(prompt, str) else " ".join(m.get("content", "") for m in prompt)
+        if not content.strip():
             raise ValueError(f"prompts[{i}] is empty; give each prompt some text")
+    texts = [model_input(tokenizer, p, chat_on) for p in prompts]
     lengths = [len(tokenizer(t, add_special_tokens=not chat_on)["input_ids"]) for t in texts]
     order = sorted(range(len(texts)), key=lambda i: -lengths[i])
     if family == "causal":

@@ -42,7 +42,10 @@ def _complete(folder: Path) -> bool:
     marker = folder / MARKER
     if not marker.exists():
         return False
-    sizes = json.loads(marker.read_text())["files"]
+    try:
+        sizes = json.loads(marker.read_text())["files"]
+    except (ValueError, KeyError, TypeError):
+        raise ModelUnavailableError(f"cache marker {marker} is damaged; delete {folder} and run again to rebuild it")
     for name, size in sizes.items():
         path = folder / name
         if not path.exists() or path.stat().st_size != size:
@@ -61,9 +64,14 @@ def _publish(tmp: Path, final: Path) -> None:
 
 
 def _staging(final: Path) -> Path:
+    """A fresh staging folder beside `final`; staging folders left by killed builds are removed."""
+    import psutil
+
+    for stale in final.parent.glob(f".{final.name}.tmp*"):
+        pid = stale.name.rsplit(".tmp", 1)[-1]
+        if not pid.isdigit() or not psutil.pid_exists(int(pid)) or int(pid) == os.getpid():
+            shutil.rmtree(stale, ignore_errors=True)  # its builder is gone (another live one keeps its own)
     tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     return tmp
 
@@ -216,7 +224,7 @@ def load_model(name: str | None = None, *, profile=None, dtype=None, device=None
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     prof = get_profile(profile)
-    name = prof.model if name is None else name
+    name = prof.model if name is None else os.fspath(name) if isinstance(name, os.PathLike) else name
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"name must be a model id or folder such as {prof.model!r}, got {name!r}")
     path = resolve_model_path(name)

@@ -115,7 +115,13 @@ def model_input(tokenizer, prompt: str | list[dict], chat: bool | None = None) -
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     if isinstance(prompt, str):
         return prompt
-    return SHOT_SEPARATOR.join(m["content"] if m["role"] == "user" else f"  {m['content']}" for m in prompt)
+    blocks = []  # no chat template: lay the turns out as build_prompt does, each answer after its query
+    for message in prompt:
+        if message["role"] == "assistant" and blocks:
+            blocks[-1] = f"{blocks[-1]} {message['content']}"
+        else:
+            blocks.append(message["content"])
+    return SHOT_SEPARATOR.join(blocks)
 
 
 def count_tokens(tokenizer, prompt: str | list[dict], chat: bool | None = None) -> int:
@@ -170,10 +176,10 @@ def fit_prompt(tokenizer, dialogue: str, examples: Sequence = (), template: str 
         raise ValueError(f"max_tokens={max_tokens!r} must be a positive number of tokens")
     if not isinstance(reserve, int) or not 0 <= reserve < max_tokens:
         raise ValueError(f"reserve={reserve!r} must be between 0 and max_tokens={max_tokens}")
+    if style == "chat" and not uses_chat_template(tokenizer):
+        raise ValueError("style='chat' needs a tokenizer with a chat template; use style='text' for this model")
     build = build_chat if style == "chat" else build_prompt
-    chat = style == "chat" or None
-    if style == "text" and uses_chat_template(tokenizer):
-        chat = None
+    chat = None
     limit = max_tokens - reserve
     kept = list(examples)
     while True:
