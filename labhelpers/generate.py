@@ -128,21 +128,21 @@ def playground(model, tokenizer, rows: Sequence, build, *, max_new_tokens: int =
     button = widgets.Button(description="Generate", button_style="primary")
     out = widgets.Output()
 
-    def run(_=None):
+    def run(_=None) -> str:
         row = rows[pick.value]
         settings = dict(do_sample=True, temperature=temperature.value, top_k=top_k.value, top_p=top_p.value) \
             if sample.value else {}
         text = generate_texts(model, tokenizer, [build(row)], make_generation_config(length.value, **settings),
                               progress=False, seed=pick.value)[0]
         score = score_summaries([text], [row["summary"]]).iloc[0]
-        out.clear_output()
-        with out:
-            print(f"model:     {text}\nreference: {row['summary']}\n"
-                  f"ROUGE-1 {score.rouge1:.3f}  ROUGE-L {score.rougeL:.3f}")
+        report = (f"model:     {text}\nreference: {row['summary']}\n"
+                  f"ROUGE-1 {score.rouge1:.3f}  ROUGE-L {score.rougeL:.3f}\n")
+        out.outputs = ({"output_type": "stream", "name": "stdout", "text": report},)  # no capture hooks
+        return report
 
     button.on_click(run)
+    print(run())  # a first result, visible in headless runs too
     panel = widgets.VBox([widgets.HBox([pick, length]), widgets.HBox([sample, temperature]),
                           widgets.HBox([top_k, top_p]), button, out])
     display(panel)
-    run()
     return panel, run

@@ -88,6 +88,11 @@ def _one_line(exc: BaseException) -> str:
     return f"{name}: {message[0]}" if message else name
 
 
+def cell_timeout_s(budget: int | None) -> int:
+    """Per-cell limit: a cell that hangs (a lost kernel message, a stuck download) fails instead of waiting forever."""
+    return 3600 if budget is None else max(600, 2 * budget)
+
+
 def run_notebook(path: Path, profile: str, run_dir: Path) -> dict:
     """Execute one notebook into `run_dir` and return its summary entry."""
     import papermill as pm
@@ -104,7 +109,7 @@ def run_notebook(path: Path, profile: str, run_dir: Path) -> dict:
         try:
             pm.execute_notebook(str(path), str(run_dir / path.name), parameters={"profile": profile},
                                 kernel_name="python3", language="python", cwd=str(path.parent), progress_bar=False,
-                                start_timeout=120)
+                                start_timeout=120, execution_timeout=cell_timeout_s(budget))
         except Exception as exc:  # a failing notebook is reported, and the batch goes on
             status, error = "failed", _one_line(exc)
     wall = round(time.perf_counter() - start, 2)
