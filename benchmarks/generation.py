@@ -1,0 +1,117 @@
+"""Generation: labhelpers.generate_texts (length-sorted batches) vs one dialogue at a time.
+
+Same model, same prompts, same greedy settings, run side by side in one process; the outputs are
+compared, and model FLOPs utilisation (2 x parameters FLOPs per processed token, prompt and new
+tokens, over this machine's fp32 matmul peak, measured here) is reported for both.
+
+    .venv/bin/python benchmarks/generation.py [--n 64] [--max-new-tokens 40] [--batch-size 16]
+
+Prints a table and appends it to benchmarks/RESULTS.md. Uses the real DialogSum dev split when
+../shared/data/dialogsum/ exists beside the checkout, else the project's own dialogues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import labhelpers  # noqa: F401  first: probes bf16 safety before torch loads
+import torch
+
+from labhelpers import build_prompt, generate_texts, load_dialogues, load_model, make_generation_config, model_input
+from labhelpers.data import read_jsonl
+
+ROOT = Path(__file__).resolve().parent.parent
+DIALOGSUM_DEV = ROOT.parent / "shared" / "data" / "dialogsum" / "dialogsum.dev.jsonl"
+
+
+def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
+    """Best observed fp32 matmul throughput on this machine, in GFLOP/s."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def held_out_dialogues(n: int) -> tuple[list[dict], str]:
+    if DIALOGSUM_DEV.exists():
+        return read_jsonl(DIALOGSUM_DEV)[:n], f"DialogSum dev (first {n})"
+    ds = load_dialogues("project")
+    rows = list(ds["test"]) + list(ds["validation"])
+    return rows[:n], f"project test+validation (first {n})"
+
+
+def loop_generate(model, tokenizer, prompts, config) -> list[str]:
+    """The obvious way: one prompt at a time, no padding."""
+    texts = []
+    with torch.inference_mode():
+        for prompt in prompts:
+            enc = tokenizer(model_input(tokenizer, prompt), return_tensors="pt", add_special_tokens=False)
+            out = model.generate(**enc, generation_config=config)
+            texts.append(tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip())
+    return texts
+
+
+def processed_tokens(tokenizer, prompts, outputs) -> int:
+    prompt_tokens = sum(len(tokenizer(model_input(tokenizer, p), add_special_tokens=False)["input_ids"]) for p in prompts)
+    new_tokens = sum(len(tokenizer(o, add_special_tokens=False)["input_ids"]) + 1 for o in outputs)
+    return prompt_tokens + new_tokens
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args()
+
+    rows, source = held_out_dialogues(args.n)
+    model, tokenizer = load_model("smollm2-135m-instruct")
+    config = make_generation_config(args.max_new_tokens)
+    config.pad_token_id = tokenizer.pad_token_id
+    prompts = [build_prompt(r["dialogue"], template="instruction") for r in rows]
+    peak = matmul_peak_gflops()
+    params = model.num_parameters()
+
+    start = time.perf_counter()
+    loop = loop_generate(model, tokenizer, prompts, config)
+    loop_s = time.perf_counter() - start
+    start = time.perf_counter()
+    batched = generate_texts(model, tokenizer, prompts, config, batch_size=args.batch_size, progress=False)
+    batched_s = time.perf_counter() - start
+
+    same = sum(a == b for a, b in zip(loop, batched))
+    tokens = processed_tokens(tokenizer, prompts, loop)
+    mfu = lambda seconds: 2 * params * tokens / seconds / (peak * 1e9)
+    table = "\n".join([
+        f"### Generation, {time.strftime('%Y-%m-%d %H:%M')}",
+        "",
+        f"SmolLM2-135M-Instruct fp32, greedy, {args.max_new_tokens} new tokens, {len(prompts)} dialogues ({source});"
+        f" {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads,"
+        f" torch {torch.__version__}, transformers {version('transformers')};"
+        f" fp32 matmul peak {peak:.0f} GFLOP/s (measured); {tokens:,} tokens processed.",
+        "",
+        "| method | wall time (s) | speed-up | model FLOPs utilisation |",
+        "|---|---:|---:|---:|",
+        f"| one dialogue at a time | {loop_s:.1f} | 1.0x | {mfu(loop_s):.0%} |",
+        f"| generate_texts, sorted batches of {args.batch_size} | {batched_s:.1f} | {loop_s / batched_s:.1f}x"
+        f" | {mfu(batched_s):.0%} |",
+        "",
+        f"Identical outputs: {same} of {len(prompts)}.",
+        "",
+    ])
+    print(table)
+    with open(ROOT / "benchmarks" / "RESULTS.md", "a", encoding="utf-8") as fh:
+        fh.write(table + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
