@@ -196,3 +196,25 @@ def test_bad_batch_size_and_empty_prompt(tiny_t5):
         generate_texts(*tiny_t5, ["Hi"], batch_size=0, progress=False)
     with pytest.raises(ValueError, match=r"prompts\[1\]"):
         generate_texts(*tiny_t5, ["Hi", "   "], progress=False)
+
+
+def test_playground_shows_a_first_result_and_regenerates_on_demand(llama, tiny_dialogues, capsys):
+    from labhelpers.generate import playground
+
+    rows = list(tiny_dialogues["test"])[:3]
+    built = []
+
+    def build(row):
+        built.append(row["id"])
+        return build_prompt(row["dialogue"])
+
+    panel, run = playground(*llama, rows, build, max_new_tokens=4)
+    first = capsys.readouterr().out
+    assert "reference: " + rows[0]["summary"] in first and "ROUGE-L" in first
+    assert built == [rows[0]["id"]]
+    slider = panel.children[0].children[0]  # the dialogue picker
+    slider.value = 2
+    report = run()
+    assert built[-1] == rows[2]["id"] and rows[2]["summary"] in report
+    out = panel.children[-1]
+    assert out.outputs[0]["text"] == report  # the widget shows what the last run produced

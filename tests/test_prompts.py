@@ -269,3 +269,11 @@ def test_select_examples_bad_k():
         select_examples(EXAMPLES, -1)
     with pytest.raises(ValueError, match="k=4"):
         select_examples(EXAMPLES, 4, exclude_ids=["ex-b"])
+
+
+def test_chat_style_needs_a_chat_template(tiny_t5, tiny_dialogues):
+    from labhelpers.prompts import fit_prompt
+
+    _, tok = tiny_t5
+    with pytest.raises(ValueError, match="style='chat'"):
+        fit_prompt(tok, tiny_dialogues["test"][0]["dialogue"], max_tokens=1000, style="chat")
