@@ -88,8 +88,8 @@ def generate_texts(model, tokenizer, prompts: Sequence, config=None, *, batch_si
         if not content.strip():
             raise ValueError(f"prompts[{i}] is empty; give each prompt some text")
     texts = [model_input(tokenizer, p, chat_on) for p in prompts]
-    lengths = [len(tokenizer(t, add_special_tokens=not chat_on)["input_ids"]) for t in texts]
-    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+    encoded = tokenizer(texts, add_special_tokens=not chat_on)  # tokenized once: for sorting and for the batches
+    order = sorted(range(len(texts)), key=lambda i: -len(encoded["input_ids"][i]))
     if family == "causal":
         tokenizer.padding_side = "left"
     outputs: list[str] = [""] * len(texts)
@@ -98,8 +98,8 @@ def generate_texts(model, tokenizer, prompts: Sequence, config=None, *, batch_si
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     with torch.inference_mode():
         for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
-            enc = tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True,
-                            add_special_tokens=not chat_on).to(device)
+            enc = tokenizer.pad({key: [encoded[key][i] for i in batch] for key in ("input_ids", "attention_mask")},
+                                return_tensors="pt").to(device)
             out = model.generate(**enc, generation_config=config)
             new = out[:, enc["input_ids"].shape[1]:] if family == "causal" else out
             decoded = tokenizer.batch_decode(new, skip_special_tokens=True)

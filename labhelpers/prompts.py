@@ -179,12 +179,11 @@ def fit_prompt(tokenizer, dialogue: str, examples: Sequence = (), template: str 
     if style == "chat" and not uses_chat_template(tokenizer):
         raise ValueError("style='chat' needs a tokenizer with a chat template; use style='text' for this model")
     build = build_chat if style == "chat" else build_prompt
-    chat = None
     limit = max_tokens - reserve
     kept = list(examples)
     while True:
         prompt = build(dialogue, kept, template)
-        tokens = count_tokens(tokenizer, prompt, chat)
+        tokens = count_tokens(tokenizer, prompt)
         if tokens <= limit:
             return FittedPrompt(prompt, tokens, limit, len(kept), len(examples) - len(kept))
         if not kept:
