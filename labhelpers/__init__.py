@@ -19,6 +19,7 @@ from .metrics import (Estimate, bootstrap_ci, comparison_table, distinct_n, form
                       metric_table, paired_difference, score_summaries)
 from .models import ModelUnavailableError, count_parameters, load_model, model_family  # noqa: E402
 from .profiles import PROFILES, Profile, get_profile  # noqa: E402
+from .train import TrainConfig, fine_tune, load_fine_tuned  # noqa: E402
 from .prompts import (TEMPLATES, ContextWindowError, build_chat, build_prompt, context_window,  # noqa: E402
                       count_tokens, fit_prompt, model_input, select_examples)
 
@@ -28,5 +29,6 @@ __all__ = [
     "count_parameters", "count_tokens", "cpu_bf16_safe", "distinct_n", "environment_summary", "fit_prompt",
     "format_table", "generate_texts", "get_profile", "load_dialogues", "load_model", "make_generation_config",
     "metric_table", "model_family", "model_input", "paired_difference", "pick_device", "read_jsonl",
-    "score_summaries", "seed_everything", "select_examples", "trainer_precision",
+    "score_summaries", "seed_everything", "select_examples", "trainer_precision", "TrainConfig", "fine_tune",
+    "load_fine_tuned",
 ]

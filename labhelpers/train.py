@@ -1,0 +1,604 @@
+"""Instruction fine-tuning with the Hugging Face Trainer, for decoder-only and encoder-decoder models.
+
+What this module guarantees, so the labs can teach with it:
+
+- the base model is never trained in place: `fine_tune` trains a copy, so "base vs tuned" always
+  compares against the real base;
+- for decoder-only models the loss covers the answer tokens only (the prompt is masked with -100),
+  and the output layer runs only at those positions (same loss, less work and memory);
+- batches are padded to their own longest example (never to a global maximum), optionally grouped
+  by length, and an example longer than `max_length` is dropped and counted, never truncated;
+- a run is seeded and repeats exactly on a CPU; checkpoints resume after an interruption, and an
+  output folder that holds another run's work is refused unless you say what to do with it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from .models import model_family
+from .prompts import Template, build_chat, build_prompt, get_template, model_input, uses_chat_template
+
+IGNORE_INDEX = -100
+RUN_FILE = "labhelpers-run.json"  # written into output_dir: the config that made this run
+FINAL_DIR = "final"
+
+
+# ---------------------------------------------------------------------------------------------
+# Tasks and the instruction dataset
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Task:
+    """An instruction task made from a dialogue row: a prompt template and the column holding the answer."""
+
+    name: str
+    template: Template
+    target: str  # column of the row that holds the answer, e.g. "summary" or "topic"
+    max_new_tokens: int = 48  # a sensible generation length for this task's answers
+
+
+TASKS: Mapping[str, Task] = {t.name: t for t in (
+    Task("summary", get_template("instruction"), "summary", 48),
+    Task("topic", Template("topic", "What is the following conversation about? Answer with a short topic of two "
+                                    "or three words.\n\n{dialogue}\n\nTopic:"), "topic", 8),
+)}
+
+
+def get_task(task: str | Task) -> Task:
+    """A task by name (see TASKS) or a Task as is."""
+    if isinstance(task, Task):
+        return task
+    if not isinstance(task, str) or task not in TASKS:
+        raise ValueError(f"task={task!r} is unknown; choose one of {sorted(TASKS)} or pass a Task")
+    return TASKS[task]
+
+
+def task_prompt(row: Mapping, task: str | Task = "summary", *, chat: bool = True):
+    """The prompt a model sees for this row and task (chat messages, or plain text when chat=False)."""
+    t = get_task(task)
+    return build_chat(row["dialogue"], template=t.template) if chat else build_prompt(row["dialogue"], template=t.template)
+
+
+def _rows(rows, argument: str = "rows") -> list[dict]:
+    if isinstance(rows, (str, bytes, Mapping)):
+        raise TypeError(f"{argument} must be a list of dialogue rows or a dataset split, not {type(rows).__name__}")
+    out = [dict(r) for r in rows]
+    if not out:
+        raise ValueError(f"{argument} is empty; give at least one dialogue (check the split you passed)")
+    return out
+
+
+def _check_columns(rows: list[dict], needed: Sequence[str], argument: str) -> None:
+    missing = [c for c in needed if c not in rows[0]]
+    if missing:
+        raise ValueError(f"{argument} lacks column(s) {missing}; rows need {list(needed)} "
+                         f"(found {sorted(rows[0])})")
+
+
+def answer_end_id(model, tokenizer) -> int:
+    """The token that ends an answer: the one generation stops on (for chat models, the end of a turn)."""
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(eos, (list, tuple)):
+        eos = eos[0] if eos else None
+    return tokenizer.eos_token_id if eos is None else int(eos)
+
+
+def encode_example(tokenizer, family: str, prompt, target: str, end_id: int | None = None) -> dict:
+    """Token ids and labels for one (prompt, answer) pair.
+
+    Causal: the prompt as generation will see it, then the answer and the end-of-sequence token;
+    labels are -100 over the prompt, so only the answer is learned; `end_id` (default: the tokenizer's eos)
+    should be the token generation stops on, see `answer_end_id`. Seq2seq: the prompt is the
+    encoder input and the answer the labels.
+    """
+    if not isinstance(target, str) or not target.strip():
+        raise ValueError("target is empty; every example needs an answer to learn")
+    if family == "seq2seq":
+        text = model_input(tokenizer, prompt, chat=False)
+        ids = tokenizer(text)["input_ids"]
+        labels = tokenizer(text_target=target.strip())["input_ids"]
+        return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
+    chat_on = uses_chat_template(tokenizer)
+    text = model_input(tokenizer, prompt, chat_on)
+    prompt_ids = tokenizer(text, add_special_tokens=not chat_on)["input_ids"]
+    answer = target.strip() if chat_on else " " + target.strip()
+    end = tokenizer.eos_token_id if end_id is None else end_id
+    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [end]
+    ids = prompt_ids + answer_ids
+    return {"input_ids": ids, "attention_mask": [1] * len(ids),
+            "labels": [IGNORE_INDEX] * len(prompt_ids) + answer_ids}
+
+
+@dataclass
+class InstructionData:
+    """An encoded instruction dataset, with what was dropped and why."""
+
+    examples: list[dict]
+    n_dropped: int
+    max_length: int
+    tasks: dict[str, int]  # task name -> examples kept
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    @property
+    def lengths(self) -> list[int]:
+        """Tokens the model reads per example (the prompt and, for causal models, the answer)."""
+        return [len(e["input_ids"]) for e in self.examples]
+
+    def to_dataset(self):
+        from datasets import Dataset
+
+        return Dataset.from_list([{**e, "length": len(e["input_ids"])} for e in self.examples])
+
+
+def build_instruction_data(rows, tokenizer, model, tasks: Sequence[str | Task] | str | Task = "summary", *,
+                           max_length: int | None = None, seed: int = 0) -> InstructionData:
+    """Encode dialogue rows into instruction examples for one task or a mixture of tasks.
+
+    With several tasks every row yields one example per task, shuffled together (seeded). Examples
+    longer than `max_length` tokens (default: the model's window) are dropped and counted.
+    """
+    import random
+
+    from .prompts import context_window
+
+    rows = _rows(rows)
+    task_list = [get_task(t) for t in ([tasks] if isinstance(tasks, (str, Task)) else list(tasks))]
+    if not task_list:
+        raise ValueError("tasks is empty; name at least one task, e.g. 'summary'")
+    _check_columns(rows, ["dialogue"] + sorted({t.target for t in task_list}), "rows")
+    family = model_family(model)
+    limit = context_window(tokenizer, model) if max_length is None and family == "causal" else max_length
+    if limit is not None and (not isinstance(limit, int) or limit <= 0):
+        raise ValueError(f"max_length={max_length!r} must be a positive number of tokens")
+    chat = family == "causal" and uses_chat_template(tokenizer)
+    end = answer_end_id(model, tokenizer)
+    examples, dropped, kept = [], 0, {t.name: 0 for t in task_list}
+    for task in task_list:
+        for row in rows:
+            ex = encode_example(tokenizer, family, task_prompt(row, task, chat=chat), row[task.target], end)
+            if limit is not None and (len(ex["input_ids"]) > limit or len(ex["labels"]) > limit):
+                dropped += 1
+                continue
+            ex["task"] = task.name
+            examples.append(ex)
+            kept[task.name] += 1
+    if not examples:
+        raise ValueError(f"every example is longer than max_length={limit}; raise max_length")
+    random.Random(seed).shuffle(examples)
+    return InstructionData(examples, dropped, limit or 0, kept)
+
+
+def label_mask(example: Mapping) -> list[bool]:
+    """Which positions of an encoded example are learned (True) rather than masked."""
+    return [label != IGNORE_INDEX for label in example["labels"]]
+
+
+class PadCollator:
+    """Pads a batch to its own longest example: input ids with the pad id, labels with -100.
+
+    Padding goes on the right (positions start at 0 for every example); nothing is truncated.
+    """
+
+    def __init__(self, tokenizer, family: str):
+        self.pad_id = tokenizer.pad_token_id
+        self.family = family
+
+    def __call__(self, features: Sequence[Mapping]):
+        import torch
+
+        def pad(key, value, length_of):
+            width = max(len(f[key]) for f in features) if length_of is None else length_of
+            return torch.tensor([list(f[key]) + [value] * (width - len(f[key])) for f in features])
+
+        batch = {"input_ids": pad("input_ids", self.pad_id, None),
+                 "attention_mask": pad("attention_mask", 0, None)}
+        batch["labels"] = pad("labels", IGNORE_INDEX, None if self.family == "seq2seq"
+                              else batch["input_ids"].shape[1])
+        return batch
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss on answer positions only
+# ---------------------------------------------------------------------------------------------
+
+def answer_only_loss(model, batch) -> "torch.Tensor":
+    """Mean cross-entropy over answer tokens, running the output layer only where a label is set.
+
+    Equal to the model's own loss with the same labels; the output projection (a vocabulary-sized
+    matrix) is skipped at every prompt and padding position, which saves time and a large logits tensor.
+    """
+    import torch.nn.functional as F
+
+    inner = model
+    if hasattr(model, "get_base_model"):  # a PEFT model: adapters live inside the base model's layers
+        config = getattr(model, "active_peft_config", None)
+        if config is None or getattr(config, "is_prompt_learning", False):
+            return model(**batch).loss  # prompt tuning adds virtual tokens in its own forward
+        inner = model.get_base_model()
+    body = getattr(inner, "model", None)
+    head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
+    if body is None or head is None or model_family(inner) != "causal" or \
+            getattr(inner.config, "final_logit_softcapping", None):
+        return model(**batch).loss
+    hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    keep = targets != IGNORE_INDEX
+    logits = head(hidden[:, :-1][keep])
+    scale = getattr(inner.config, "logit_scale", None)  # a few architectures scale their logits
+    if scale:
+        logits = logits * scale
+    return F.cross_entropy(logits.float(), targets[keep])
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. Steps are optimizer steps; a batch is `batch_size x grad_accumulation` examples."""
+
+    steps: int = 60
+    batch_size: int = 8
+    grad_accumulation: int = 1
+    learning_rate: float = 5e-5
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    lr_scheduler: str = "linear"
+    group_by_length: bool = True
+    eval_every: int | None = None  # steps between validation losses (None: at start and end only)
+    save_every: int | None = None  # steps between checkpoints (None: no checkpoints before the end)
+    log_every: int = 1
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "grad_accumulation", "log_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}={value!r} must be a positive integer")
+        for name in ("eval_every", "save_every"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name}={value!r} must be a positive number of steps or None")
+        if not isinstance(self.learning_rate, (int, float)) or not 0 < self.learning_rate < 1:
+            raise ValueError(f"learning_rate={self.learning_rate!r} must be between 0 and 1 (e.g. 5e-5)")
+        if not isinstance(self.warmup_steps, int) or not 0 <= self.warmup_steps <= self.steps:
+            raise ValueError(f"warmup_steps={self.warmup_steps!r} must be between 0 and steps={self.steps}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay={self.weight_decay!r} must be >= 0")
+        if self.lr_scheduler not in {"linear", "constant", "cosine", "constant_with_warmup"}:
+            raise ValueError(f"lr_scheduler={self.lr_scheduler!r} must be linear, cosine, constant "
+                             "or constant_with_warmup")
+
+
+@dataclass
+class FineTuneResult:
+    """A finished run: the trained model (a copy; the base is untouched) and what happened."""
+
+    model: object
+    history: "pd.DataFrame"  # one row per logged step: step, train_loss, val_loss, learning_rate, seconds
+    output_dir: Path | None
+    seconds: float
+    tokens_seen: int  # non-padding tokens the model processed in training
+    n_train: int
+    n_dropped: int
+    resumed_from: str | None = None
+
+    @property
+    def first_loss(self) -> float:
+        return float(self.history["train_loss"].dropna().iloc[0])
+
+    @property
+    def final_loss(self) -> float:
+        return float(self.history["train_loss"].dropna().iloc[-1])
+
+    @property
+    def val_losses(self) -> "pd.Series":
+        return self.history.set_index("step")["val_loss"].dropna()
+
+    def tokens_per_second(self) -> float:
+        return self.tokens_seen / self.seconds if self.seconds > 0 else float("nan")
+
+
+def _fingerprint(config: TrainConfig, model, n_train: int, extra: Mapping) -> dict:
+    facts = {"config": dataclasses.asdict(config), "model": getattr(model.config, "_name_or_path", ""),
+             "model_type": getattr(model.config, "model_type", ""), "n_train": n_train, **extra}
+    digest = hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {"fingerprint": digest, **facts}
+
+
+def _checkpoints(folder: Path) -> list[Path]:
+    found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def _prepare_output_dir(output_dir, if_exists: str, run: dict) -> tuple[Path | None, str | None]:
+    """Decide what to do with an existing output folder; returns (folder, checkpoint to resume from)."""
+    if if_exists not in {"error", "resume", "overwrite"}:
+        raise ValueError(f"if_exists={if_exists!r} must be 'error', 'resume' or 'overwrite'")
+    if output_dir is None:
+        return None, None
+    folder = Path(output_dir).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"output_dir={str(folder)!r} is a file; give a folder")
+    occupied = folder.exists() and any(folder.iterdir())
+    if not occupied or if_exists == "overwrite":
+        if occupied:
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / RUN_FILE).write_text(json.dumps(run, indent=1, default=str))
+        return folder, None
+    recorded = None
+    if (folder / RUN_FILE).exists():
+        try:
+            recorded = json.loads((folder / RUN_FILE).read_text())
+        except ValueError:
+            recorded = None
+    if (folder / FINAL_DIR).exists():
+        raise FileExistsError(f"output_dir={str(folder)!r} holds a finished model; pass if_exists='overwrite' to "
+                              "replace it, or choose another output_dir")
+    if if_exists == "error":
+        raise FileExistsError(f"output_dir={str(folder)!r} holds an unfinished run; pass if_exists='resume' to "
+                              "continue it, if_exists='overwrite' to start again, or choose another output_dir")
+    if recorded is None or recorded.get("fingerprint") != run["fingerprint"]:
+        raise FileExistsError(f"output_dir={str(folder)!r} holds another run's checkpoints (different model, data or "
+                              "settings); use if_exists='overwrite' or another output_dir")
+    found = _checkpoints(folder)
+    return folder, str(found[-1]) if found else None
+
+
+def _atomic_save(model, tokenizer, final: Path) -> None:
+    staging = final.with_name(final.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    model.save_pretrained(staging, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(staging)
+    os.replace(staging, final)
+
+
+def _make_trainer_class():
+    from transformers import Trainer
+
+    class AnswerOnlyTrainer(Trainer):
+        """Trainer whose loss runs the output layer at answer positions only (see answer_only_loss),
+        and which counts the real (non-padding) tokens it trains on."""
+
+        tokens_seen = 0  # counts this process's steps only (after a resume: the resumed part)
+        loss_is_scaled_for_ga = False  # our loss is a per-batch mean: let the Trainer divide by accumulation
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if model.training:
+                self.tokens_seen += int(inputs["attention_mask"].sum())
+                if model_family(model) == "seq2seq":
+                    self.tokens_seen += int((inputs["labels"] != IGNORE_INDEX).sum())
+            if return_outputs:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            return answer_only_loss(model, inputs)
+
+    return AnswerOnlyTrainer
+
+
+class _History:
+    """Collects the Trainer's logs into rows, and draws a live loss plot in a notebook."""
+
+    def __init__(self, live: bool, title: str):
+        self.rows: list[dict] = []
+        self.live = live
+        self.title = title
+        self.handle = None
+        self.fig = None
+        self.started = time.perf_counter()
+
+    def add(self, step: int, logs: Mapping) -> None:
+        row = {"step": step, "seconds": time.perf_counter() - self.started}
+        if "loss" in logs:
+            row["train_loss"] = float(logs["loss"])
+            row["learning_rate"] = float(logs.get("learning_rate", float("nan")))
+        if "eval_loss" in logs:
+            row["val_loss"] = float(logs["eval_loss"])
+        if len(row) > 2:
+            self.rows.append(row)
+            self.draw()
+
+    def frame(self):
+        import pandas as pd
+
+        frame = pd.DataFrame(self.rows, columns=["step", "train_loss", "val_loss", "learning_rate", "seconds"])
+        return frame.groupby("step", as_index=False).first() if len(frame) else frame
+
+    def draw(self) -> None:
+        if not self.live:
+            return
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
+        frame = self.frame()
+        if self.fig is None:
+            self.fig, self.ax = plt.subplots(figsize=(6, 3.2))
+            plt.close(self.fig)  # shown through the display handle only, never twice
+        ax = self.ax
+        ax.clear()
+        train = frame.dropna(subset=["train_loss"])
+        val = frame.dropna(subset=["val_loss"])
+        ax.plot(train["step"], train["train_loss"], label="train (answer tokens)", color="C0")
+        if len(val):
+            ax.plot(val["step"], val["val_loss"], "o-", label="validation", color="C1")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("cross-entropy loss")
+        ax.set_title(self.title)
+        ax.legend(loc="upper right")
+        ax.grid(alpha=0.3)
+        if self.handle is None:
+            self.handle = display(self.fig, display_id=True)
+        else:
+            self.handle.update(self.fig)
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+    except ImportError:
+        return False
+
+
+def fine_tune(base_model, tokenizer, train, validation=None, *, tasks: Sequence[str | Task] | str | Task = "summary",
+              config: TrainConfig | None = None, output_dir: str | os.PathLike | None = None,
+              if_exists: str = "error", max_length: int | None = None, live_plot: bool | None = None,
+              progress: bool = True, title: str = "fine-tuning", in_place: bool = False) -> FineTuneResult:
+    """Fine-tune every weight of a copy of `base_model` on instruction examples built from dialogue rows.
+
+    `train` / `validation` are dialogue rows (a dataset split or a list of dicts). The base model is
+    left as it was (pass in_place=True to train it directly, e.g. a model you just loaded for this).
+    `output_dir` (optional) receives checkpoints every `config.save_every` steps and the final model in
+    `output_dir/final`; `if_exists` says what to do when it already holds a run: "error" (default),
+    "resume" (continue the same run from its last checkpoint) or "overwrite".
+    """
+    from transformers import PrinterCallback, TrainerCallback, TrainingArguments
+
+    from .device import seed_everything, trainer_precision
+
+    config = TrainConfig() if config is None else config
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, not {type(config).__name__}")
+    if not hasattr(base_model, "config") or not hasattr(base_model, "parameters"):
+        raise TypeError(f"base_model must be a transformers model, not {type(base_model).__name__}")
+    family = model_family(base_model)
+    data = build_instruction_data(train, tokenizer, base_model, tasks, max_length=max_length, seed=config.seed)
+    val_data = (build_instruction_data(validation, tokenizer, base_model, tasks, max_length=max_length,
+                                       seed=config.seed) if validation is not None else None)
+    task_names = sorted(data.tasks)
+    run = _fingerprint(config, base_model, len(data),
+                       {"tasks": task_names, "family": family, "max_length": data.max_length,
+                        "first_ids": data.examples[0]["input_ids"][:16]})
+    folder, resume_from = _prepare_output_dir(output_dir, if_exists, run)
+
+    seed_everything(config.seed)
+    model = base_model if in_place else copy.deepcopy(base_model)
+    model.train()
+    if getattr(model.config, "use_cache", None):
+        model.config.use_cache = False  # no generation cache while training
+    device = next(model.parameters()).device
+    precision = trainer_precision(device)
+    scratch = None
+    if folder is None:
+        import tempfile
+
+        scratch = tempfile.mkdtemp(prefix="labhelpers-train-")
+    evaluating = val_data is not None
+    args = TrainingArguments(
+        output_dir=str(folder or scratch),
+        max_steps=config.steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accumulation,
+        learning_rate=config.learning_rate,
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type=config.lr_scheduler,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        length_column_name="length",
+        logging_steps=config.log_every,
+        eval_strategy="steps" if evaluating else "no",
+        eval_steps=(config.eval_every or config.steps) if evaluating else None,
+        eval_on_start=evaluating,
+        save_strategy="steps" if (config.save_every and folder) else "no",
+        save_steps=config.save_every or config.steps,
+        save_total_limit=1,
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to="none",
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        **precision,
+    )
+    history = _History(_in_notebook() if live_plot is None else live_plot, title)
+
+    class Record(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            history.add(state.global_step, logs or {})
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step >= state.max_steps and folder is not None:
+                control.should_save = False  # the final model is saved below; no checkpoint of the last step
+
+    columns = ["input_ids", "attention_mask", "labels", "length"]
+    train_set = data.to_dataset().select_columns(columns)
+    val_set = val_data.to_dataset().select_columns(columns) if evaluating else None
+    trainer = _make_trainer_class()(model=model, args=args, train_dataset=train_set, eval_dataset=val_set,
+                                    data_collator=PadCollator(tokenizer, family), callbacks=[Record()])
+    if not progress:
+        trainer.remove_callback(PrinterCallback)  # the Trainer prints every log line when its bar is off
+    started = time.perf_counter()
+    try:
+        trainer.train(resume_from_checkpoint=resume_from)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    seconds = time.perf_counter() - started
+    model.eval()
+    if getattr(model.config, "use_cache", None) is False:
+        model.config.use_cache = True
+    if folder is not None:
+        _atomic_save(model, tokenizer, folder / FINAL_DIR)
+        for checkpoint in _checkpoints(folder):
+            shutil.rmtree(checkpoint, ignore_errors=True)  # the final model supersedes them
+    full = _History(False, title)  # the whole run's log, also the part before a resume
+    for logs in trainer.state.log_history:
+        full.add(logs.get("step", 0), logs)
+    timing = history.frame()[["step", "seconds"]]
+    log = full.frame().drop(columns="seconds").merge(timing, on="step", how="left")
+    return FineTuneResult(model=model, history=log, output_dir=folder, seconds=seconds,
+                          tokens_seen=trainer.tokens_seen, n_train=len(data), n_dropped=data.n_dropped,
+                          resumed_from=resume_from)
+
+
+def load_fine_tuned(output_dir: str | os.PathLike, *, device=None, dtype=None):
+    """Load the final model a `fine_tune` run saved in `output_dir` (or its `final` folder)."""
+    from .models import load_model
+
+    folder = Path(output_dir).expanduser()
+    final = folder / FINAL_DIR if (folder / FINAL_DIR).is_dir() else folder
+    if not (final / "config.json").exists():
+        raise FileNotFoundError(f"no finished model in {str(folder)!r}: expected {final}/config.json from a "
+                                "completed fine_tune run (an interrupted run can continue with if_exists='resume')")
+    return load_model(str(final), device=device, dtype=dtype)
+
+
+def parameter_change(base_model, tuned_model) -> "pd.DataFrame":
+    """Relative change of each weight matrix after training (|W' - W| / |W|), one row per parameter."""
+    import pandas as pd
+    import torch
+
+    tuned = dict(tuned_model.named_parameters())
+    rows = []
+    with torch.no_grad():
+        for name, before in base_model.named_parameters():
+            after = tuned.get(name)
+            if after is None or after.shape != before.shape:
+                continue
+            norm = before.float().norm().item()
+            rows.append({"parameter": name, "numel": before.numel(),
+                         "relative_change": (after.float() - before.float()).norm().item() / norm if norm else 0.0})
+    return pd.DataFrame(rows)
+
+
+__all__ = ["IGNORE_INDEX", "TASKS", "FineTuneResult", "InstructionData", "PadCollator", "Task", "TrainConfig",
+           "answer_end_id", "answer_only_loss", "build_instruction_data", "encode_example", "fine_tune", "get_task", "label_mask",
+           "load_fine_tuned", "parameter_change", "task_prompt"]
