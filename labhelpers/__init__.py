@@ -11,6 +11,9 @@ from .device import guard_cpu_bf16 as _guard_cpu_bf16
 if _platform.machine().lower() in {"x86_64", "amd64"}:
     _guard_cpu_bf16()
 
+from .adapters import (add_adapter, adapter_size_bytes, load_adapter, load_model_4bit, lora_config,  # noqa: E402
+                       merge_adapter, model_size_bytes, prompt_tuning_config, qlora_available, save_adapter,
+                       trainable_summary)
 from .data import DataUnavailableError, load_dialogues, read_jsonl  # noqa: E402
 from .device import (choose_dtype, cpu_bf16_safe, environment_summary, pick_device,  # noqa: E402
                      seed_everything, trainer_precision)
@@ -30,5 +33,7 @@ __all__ = [
     "format_table", "generate_texts", "get_profile", "load_dialogues", "load_model", "make_generation_config",
     "metric_table", "model_family", "model_input", "paired_difference", "pick_device", "read_jsonl",
     "score_summaries", "seed_everything", "select_examples", "trainer_precision", "TrainConfig", "fine_tune",
-    "load_fine_tuned",
+    "load_fine_tuned", "add_adapter", "adapter_size_bytes", "load_adapter", "load_model_4bit", "lora_config",
+    "merge_adapter", "model_size_bytes", "prompt_tuning_config", "qlora_available", "save_adapter",
+    "trainable_summary",
 ]

@@ -9,7 +9,9 @@ What this module guarantees, so the labs can teach with it:
 - batches are padded to their own longest example (never to a global maximum), optionally grouped
   by length, and an example longer than `max_length` is dropped and counted, never truncated;
 - a run is seeded and repeats exactly on a CPU; checkpoints resume after an interruption, and an
-  output folder that holds another run's work is refused unless you say what to do with it.
+  output folder that holds another run's work is refused unless you say what to do with it;
+- with `adapter=` (a peft config, see labhelpers.adapters) only the adapter trains, on a copy of the
+  base, and only the adapter is saved: `load_fine_tuned` puts it back onto a fresh base.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class Task:
 TASKS: Mapping[str, Task] = {t.name: t for t in (
     Task("summary", get_template("instruction"), "summary", 48),
     Task("topic", Template("topic", "What is the following conversation about? Answer with a short topic of two "
-                                    "or three words.\n\n{dialogue}\n\nTopic:"), "topic", 8),
+                                    "or three words.\n\n{dialogue}\n\nTopic:"), "topic", 12),
 )}
 
 
@@ -376,17 +378,25 @@ def _make_trainer_class():
         """Trainer whose loss runs the output layer at answer positions only (see answer_only_loss),
         and which counts the real (non-padding) tokens it trains on."""
 
-        tokens_seen = 0  # counts this process's steps only (after a resume: the resumed part)
         loss_is_scaled_for_ga = False  # our loss is a per-batch mean: let the Trainer divide by accumulation
+        _tokens = 0  # a tensor on the model's device once training starts (no host sync per step)
+
+        @property
+        def tokens_seen(self) -> int:
+            """Real (non-padding) tokens trained on by this process (after a resume: the resumed part)."""
+            return int(self._tokens)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if model.training:
-                self.tokens_seen += int(inputs["attention_mask"].sum())
+                self._tokens = self._tokens + inputs["attention_mask"].sum()
                 if model_family(model) == "seq2seq":
-                    self.tokens_seen += int((inputs["labels"] != IGNORE_INDEX).sum())
+                    self._tokens = self._tokens + (inputs["labels"] != IGNORE_INDEX).sum()
             if return_outputs:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            return answer_only_loss(model, inputs)
+            # The Trainer's mixed precision (bf16/fp16) wraps model.forward; this loss calls the model's
+            # body and output layer directly, so it needs the same autocast around it.
+            with self.accelerator.autocast():
+                return answer_only_loss(model, inputs)
 
     return AnswerOnlyTrainer
 
@@ -460,7 +470,8 @@ def _in_notebook() -> bool:
 def fine_tune(base_model, tokenizer, train, validation=None, *, tasks: Sequence[str | Task] | str | Task = "summary",
               config: TrainConfig | None = None, output_dir: str | os.PathLike | None = None,
               if_exists: str = "error", max_length: int | None = None, live_plot: bool | None = None,
-              progress: bool = True, title: str = "fine-tuning", in_place: bool = False) -> FineTuneResult:
+              progress: bool = True, title: str = "fine-tuning", in_place: bool = False,
+              adapter=None) -> FineTuneResult:
     """Fine-tune every weight of a copy of `base_model` on instruction examples built from dialogue rows.
 
     `train` / `validation` are dialogue rows (a dataset split or a list of dicts). The base model is
@@ -468,6 +479,9 @@ def fine_tune(base_model, tokenizer, train, validation=None, *, tasks: Sequence[
     `output_dir` (optional) receives checkpoints every `config.save_every` steps and the final model in
     `output_dir/final`; `if_exists` says what to do when it already holds a run: "error" (default),
     "resume" (continue the same run from its last checkpoint) or "overwrite".
+    `adapter` (a peft config such as `adapters.lora_config(base_model)`): train only that adapter, on a
+    copy of the base; result.model is then a PeftModel, and checkpoints and output_dir/final hold the
+    adapter alone (adapter_config.json + adapter_model.safetensors).
     """
     from transformers import PrinterCallback, TrainerCallback, TrainingArguments
 
@@ -483,13 +497,19 @@ def fine_tune(base_model, tokenizer, train, validation=None, *, tasks: Sequence[
     val_data = (build_instruction_data(validation, tokenizer, base_model, tasks, max_length=max_length,
                                        seed=config.seed) if validation is not None else None)
     task_names = sorted(data.tasks)
-    run = _fingerprint(config, base_model, len(data),
-                       {"tasks": task_names, "family": family, "max_length": data.max_length,
-                        "first_ids": data.examples[0]["input_ids"][:16]})
+    extra = {"tasks": task_names, "family": family, "max_length": data.max_length,
+             "first_ids": data.examples[0]["input_ids"][:16]}
+    if adapter is not None:
+        extra["adapter"] = _adapter_facts(adapter)  # another adapter is another run (resume refuses it)
+    run = _fingerprint(config, base_model, len(data), extra)
     folder, resume_from = _prepare_output_dir(output_dir, if_exists, run)
 
     seed_everything(config.seed)
     model = base_model if in_place else copy.deepcopy(base_model)
+    if adapter is not None:
+        from .adapters import add_adapter
+
+        model = add_adapter(model, adapter, in_place=True)  # `model` is already the copy (or in_place)
     model.train()
     if getattr(model.config, "use_cache", None):
         model.config.use_cache = False  # no generation cache while training
@@ -552,6 +572,9 @@ def fine_tune(base_model, tokenizer, train, validation=None, *, tasks: Sequence[
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
     seconds = time.perf_counter() - started
+    # Mixed precision wrapped model.forward in an autocast; hand back the plain model, so later forwards
+    # and generation run in the model's own precision (as a reloaded copy of it would).
+    model = trainer.accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     model.eval()
     if getattr(model.config, "use_cache", None) is False:
         model.config.use_cache = True
@@ -569,16 +592,55 @@ def fine_tune(base_model, tokenizer, train, validation=None, *, tasks: Sequence[
                           resumed_from=resume_from)
 
 
-def load_fine_tuned(output_dir: str | os.PathLike, *, device=None, dtype=None):
-    """Load the final model a `fine_tune` run saved in `output_dir` (or its `final` folder)."""
+def load_fine_tuned(output_dir: str | os.PathLike, *, base_model=None, device=None, dtype=None):
+    """Load `(model, tokenizer)` a `fine_tune` run saved in `output_dir` (or its `final` folder).
+
+    An adapter run saved the adapter only; it is put onto a copy of `base_model` (which is left as it
+    was), or, when base_model is None, onto the base named in its adapter_config.json
+    (base_model_name_or_path: the folder or hub id the base was loaded from), loaded with load_model
+    (`device` and `dtype` apply to that load only; a given base_model keeps its own).
+    The model comes back as a PeftModel in eval mode; `adapters.merge_adapter` makes a plain one of it.
+    """
     from .models import load_model
 
     folder = Path(output_dir).expanduser()
     final = folder / FINAL_DIR if (folder / FINAL_DIR).is_dir() else folder
+    if (final / "adapter_config.json").exists():
+        return _load_fine_tuned_adapter(final, base_model, device=device, dtype=dtype)
     if not (final / "config.json").exists():
-        raise FileNotFoundError(f"no finished model in {str(folder)!r}: expected {final}/config.json from a "
-                                "completed fine_tune run (an interrupted run can continue with if_exists='resume')")
+        raise FileNotFoundError(f"no finished model in {str(folder)!r}: expected {final}/config.json (or "
+                                "adapter_config.json) from a completed fine_tune run (an interrupted run can "
+                                "continue with if_exists='resume')")
     return load_model(str(final), device=device, dtype=dtype)
+
+
+def _adapter_facts(adapter) -> dict:
+    """A peft config as plain, repeatable JSON values (sets sorted), for the run's fingerprint."""
+    from peft import PeftConfig
+
+    if not isinstance(adapter, PeftConfig):
+        raise TypeError(f"adapter must be a peft config (see labhelpers.adapters), not {type(adapter).__name__}")
+    facts = {k: sorted(v) if isinstance(v, (set, frozenset)) else v for k, v in adapter.to_dict().items()}
+    facts.pop("base_model_name_or_path", None)  # filled in by peft when the adapter is added
+    return json.loads(json.dumps(facts, sort_keys=True, default=str))
+
+
+def _load_fine_tuned_adapter(final: Path, base_model, *, device=None, dtype=None):
+    from .adapters import load_adapter
+    from .models import load_model, load_tokenizer
+
+    tokenizer = None
+    if base_model is None:
+        name = json.loads((final / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if not name:
+            raise ValueError(f"{str(final)!r} holds an adapter that does not name its base model; pass base_model=")
+        base_model, tokenizer = load_model(name, device=device, dtype=dtype)
+        model = load_adapter(base_model, final, in_place=True)  # a base of its own: no copy needed
+    else:
+        model = load_adapter(base_model, final)  # on a copy, where base_model is and in its dtype
+    if (final / "tokenizer_config.json").exists():
+        tokenizer = load_tokenizer(str(final), model_family(model))
+    return model, tokenizer
 
 
 def parameter_change(base_model, tuned_model) -> "pd.DataFrame":
