@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Set up everything and run every lab headless on the embedded (offline) profile.
-#   bash setup.sh                 # install into .venv, then run all labs
-#   LABS_PROFILE=tiny bash setup.sh   # same, on the seconds-fast tiny profile
+# Set up everything, then check that every lab runs end to end.
+#   bash setup.sh                 # install into .venv, then run every lab on the seconds-fast tiny profile
+#   bash setup.sh --run-labs      # install, then run every lab for real on $LABS_PROFILE (default: embedded)
 #   bash setup.sh --install-only  # install, run nothing
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -31,8 +31,11 @@ echo "== preparing the embedded model (converted once, then cached)"
 .venv/bin/python -c "from labhelpers import load_model; load_model('smollm2-135m-instruct')"
 echo "== installed in $(( $(date +%s) - start )) s"
 
-if [ "${1:-}" = "--install-only" ]; then
-  exit 0
-fi
-echo "== running every lab headless on profile ${LABS_PROFILE:-embedded}"
-.venv/bin/python -m labhelpers.labs run --profile "${LABS_PROFILE:-embedded}"
+case "${1:-}" in
+  --install-only) exit 0 ;;
+  --run-labs) profile="${LABS_PROFILE:-embedded}" ;;
+  "") profile=tiny ;;
+  *) echo "setup.sh: unknown option '$1'; use --run-labs, --install-only or nothing" >&2; exit 2 ;;
+esac
+echo "== running every lab headless on profile $profile"
+.venv/bin/python -m labhelpers.labs run --profile "$profile"
