@@ -37,7 +37,9 @@ class Profile:
     max_new_tokens: int
     batch_size: int
     prompt_token_limit: int  # prompt budget in tokens (at most the model's window)
-    train_steps: int
+    train_steps: int  # optimizer steps of a fine-tuning run in the training labs
+    train_batch_size: int = 4  # examples per optimizer step
+    learning_rate: float = 1e-4  # full fine-tuning (AdamW, linear decay)
     seed: int = 0
     budgets_s: Mapping[str, int] = field(default_factory=dict)  # notebook stem -> wall seconds
 
@@ -72,8 +74,11 @@ PROFILES: Mapping[str, Profile] = MappingProxyType({
         max_new_tokens=12,
         batch_size=8,
         prompt_token_limit=1024,
-        train_steps=5,
-        budgets_s=MappingProxyType({"01_in_context_learning": 120}),
+        train_steps=8,
+        train_batch_size=4,
+        learning_rate=1e-3,  # random weights: a large step shows the loss falling within a few steps
+        budgets_s=MappingProxyType({"01_in_context_learning": 120, "05_instruction_fine_tuning": 120,
+                                    "06_multitask_and_forgetting": 120}),
     ),
     "embedded": Profile(
         name="embedded",
@@ -88,8 +93,11 @@ PROFILES: Mapping[str, Profile] = MappingProxyType({
         max_new_tokens=48,
         batch_size=16,
         prompt_token_limit=1536,
-        train_steps=60,
-        budgets_s=MappingProxyType({"01_in_context_learning": 900}),
+        train_steps=16,
+        train_batch_size=4,
+        learning_rate=1e-4,
+        budgets_s=MappingProxyType({"01_in_context_learning": 900, "05_instruction_fine_tuning": 600,
+                                    "06_multitask_and_forgetting": 1080}),
     ),
     "course": Profile(
         name="course",
@@ -105,7 +113,10 @@ PROFILES: Mapping[str, Profile] = MappingProxyType({
         batch_size=32,
         prompt_token_limit=512,
         train_steps=1000,
-        budgets_s=MappingProxyType({"01_in_context_learning": 1800}),
+        train_batch_size=8,
+        learning_rate=5e-5,
+        budgets_s=MappingProxyType({"01_in_context_learning": 1800, "05_instruction_fine_tuning": 3600,
+                                    "06_multitask_and_forgetting": 5400}),
     ),
 })
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +126,11 @@ def test_profiles_are_immutable():
         prof.budgets_s["01_in_context_learning"] = budget + 1
     assert "mine" not in PROFILES
     assert PROFILES["tiny"].budget_s("01_in_context_learning") == budget
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_every_notebook_has_a_budget_in_every_profile(name):
+    notebooks = sorted(Path(__file__).resolve().parent.parent.glob("notebooks/[0-9][0-9]_*.ipynb"))
+    assert notebooks, "no notebooks found"
+    for notebook in notebooks:
+        assert PROFILES[name].budget_s(notebook.name) > 0
