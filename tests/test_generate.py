@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
@@ -10,6 +9,8 @@ import torch
 from labhelpers.generate import check_generation_config, generate_texts, make_generation_config
 from labhelpers.models import model_family
 from labhelpers.prompts import build_chat, build_prompt, count_tokens, model_input
+
+from stirring import stirred
 
 GREEDY = dict(max_new_tokens=10)
 
@@ -22,32 +23,14 @@ def prompts(tiny_dialogues) -> list[str]:
     return [build_prompt(rows[i]["dialogue"][:cut].strip()) for i, cut in enumerate(cuts)]
 
 
-def _stirred(model):
-    """A copy of a tiny model whose layers matter.
-
-    Freshly built, the random weights are so small that the last input token's embedding dominates
-    the output: greedy decoding repeats that token ("\\n" after the chat template, <pad> after T5's
-    decoder start) whatever the prompt, so every prompt's text would be the same and a mix-up of the
-    order could not show. Scaling the layers' matrices (not the embeddings) makes each prompt's
-    greedy continuation its own.
-    """
-    stirred = copy.deepcopy(model)
-    embedding = stirred.get_input_embeddings().weight
-    with torch.no_grad():
-        for param in stirred.parameters():
-            if param.dim() == 2 and param is not embedding:
-                param.mul_(10)
-    return stirred
-
-
 @pytest.fixture(scope="module")
 def llama(tiny_llama):
-    return _stirred(tiny_llama[0]), tiny_llama[1]
+    return stirred(tiny_llama[0]), tiny_llama[1]
 
 
 @pytest.fixture(scope="module")
 def t5(tiny_t5):
-    return _stirred(tiny_t5[0]), tiny_t5[1]
+    return stirred(tiny_t5[0]), tiny_t5[1]
 
 
 @pytest.fixture(params=["llama", "t5"])

@@ -18,6 +18,8 @@ from labhelpers.train import (FINAL_DIR, IGNORE_INDEX, answer_end_id, RUN_FILE, 
                               answer_only_loss, build_instruction_data, encode_example, fine_tune, get_task,
                               label_mask, load_fine_tuned, task_prompt)
 
+from stirring import stirred
+
 FAST = dict(batch_size=4, learning_rate=1e-3, log_every=1)
 
 
@@ -38,17 +40,6 @@ def _weights(model) -> dict[str, torch.Tensor]:
 def _same_weights(a, b) -> bool:
     wa, wb = a.state_dict(), b.state_dict()
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-
-
-def _stirred(model):
-    """A copy whose layers matter (random tiny weights give nearly uniform logits); see test_generate."""
-    stirred = copy.deepcopy(model)
-    embedding = stirred.get_input_embeddings().weight
-    with torch.no_grad():
-        for param in stirred.parameters():
-            if param.dim() == 2 and param is not embedding:
-                param.mul_(10)
-    return stirred.eval()
 
 
 class _Interrupted(KeyboardInterrupt):
@@ -228,7 +219,7 @@ def test_pad_collator_pads_seq2seq_labels_to_their_own_longest(tiny_t5, train_ro
 @pytest.mark.parametrize("stir", [False, True], ids=["random", "stirred"])
 def test_answer_only_loss_equals_the_models_loss_on_a_padded_batch(tiny_llama, train_rows, stir):
     model, tok = tiny_llama
-    model = _stirred(model) if stir else model
+    model = stirred(model) if stir else model
     data = build_instruction_data(train_rows[:4], tok, model, ["summary", "topic"])
     batch = PadCollator(tok, "causal")(data.examples[:5])
     assert (batch["attention_mask"] == 0).any()  # really padded
@@ -253,7 +244,7 @@ def test_answer_only_loss_has_the_models_gradient(tiny_llama, train_rows):
     batch = PadCollator(tok, "causal")(data.examples)
     grads = []
     for loss_of in (lambda m: answer_only_loss(m, batch), lambda m: m(**batch).loss):
-        model = _stirred(base)
+        model = stirred(base)
         loss_of(model).backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys() and grads[0]
@@ -263,7 +254,7 @@ def test_answer_only_loss_has_the_models_gradient(tiny_llama, train_rows):
 
 def test_answer_only_loss_for_seq2seq_is_the_models_loss(tiny_t5, train_rows):
     model, tok = tiny_t5
-    model = _stirred(model)
+    model = stirred(model)
     data = build_instruction_data(train_rows[:3], tok, model, "summary")
     batch = PadCollator(tok, "seq2seq")(data.examples)
     with torch.no_grad():
