@@ -100,7 +100,7 @@ def _check_targets(model, targets: Iterable[str]) -> list[str]:
     return sorted(set(targets))
 
 
-def lora_config(model, r: int = 8, alpha: float | None = None, dropout: float = 0.05,
+def lora_config(model, r: int = 8, alpha: float | None = None, dropout: float = 0.0,
                 target_modules: Iterable[str] | str | None = None):
     """A peft LoraConfig checked against `model`: rank `r`, scale `alpha / r` (alpha defaults to 2*r).
 
@@ -108,6 +108,9 @@ def lora_config(model, r: int = 8, alpha: float | None = None, dropout: float = 
     layer names as PEFT matches them: a module's name or its last part(s), e.g. "q_proj" (a single
     string is one name, not a pattern). Pass target_modules="all-linear" for every Linear layer but
     the output layer. Every name must match a layer of `model`, or the error lists the ones that do.
+    `dropout` defaults to 0: any other value makes each adapted layer keep a dropped-out copy of its
+    input for the backward pass (measured on SmolLM2-135M, batch 4 x 372 tokens, q/k/v/o: +0.65 GiB,
+    a fifth of the step's activations), which short fine-tuning runs do not need.
     """
     from peft import LoraConfig
 

@@ -81,7 +81,7 @@ def test_lora_config_chooses_attention_projections_per_architecture(tiny_llama, 
         config = lora_config(model)
         assert set(config.target_modules) == ATTENTION[kind] == set(default_target_modules(model))
         assert config.task_type == task
-        assert config.r == 8 and config.lora_alpha == 16 and config.lora_dropout == 0.05
+        assert config.r == 8 and config.lora_alpha == 16 and config.lora_dropout == 0.0
     custom = lora_config(tiny_llama[0], r=4, alpha=4, dropout=0.0, target_modules=["q_proj", "v_proj"])
     assert set(custom.target_modules) == {"q_proj", "v_proj"}
     assert (custom.r, custom.lora_alpha, custom.lora_dropout) == (4, 4, 0.0)
@@ -370,7 +370,7 @@ def test_interrupted_lora_run_resumes_to_the_same_weights(tiny_llama, train_rows
 
     base, tok = tiny_llama
     config = TrainConfig(steps=6, save_every=3, **FAST)
-    adapter = lora_config(base, r=4)  # dropout 0.05: resuming must restore the random state too
+    adapter = lora_config(base, r=4, dropout=0.05)  # dropout: resuming must restore the random state too
     out = tmp_path / "run"
     original = transformers.Trainer.training_step
 
