@@ -358,6 +358,27 @@ def test_gradient_accumulation_does_not_scale_the_loss(tiny_llama, train_rows):
     assert abs(first[2] - first[1]) < 0.5
 
 
+
+@pytest.mark.parametrize("with_adapter", [False, True], ids=["full", "lora"])
+def test_gradient_checkpointing_trains_the_same_and_is_off_afterwards(tiny_llama, train_rows, with_adapter):
+    from labhelpers.adapters import lora_config
+
+    base, tok = tiny_llama
+    runs = {}
+    for checkpointing in (False, True):
+        config = TrainConfig(steps=3, batch_size=4, learning_rate=1e-3, seed=3, gradient_checkpointing=checkpointing)
+        runs[checkpointing] = fine_tune(base, tok, train_rows, tasks="topic", config=config, progress=False,
+                                        live_plot=False, adapter=lora_config(base, r=4) if with_adapter else None)
+    plain, recomputed = runs[False], runs[True]
+    # recomputing activations in the backward pass changes the memory, not the arithmetic
+    assert recomputed.history["train_loss"].dropna().tolist() == pytest.approx(
+        plain.history["train_loss"].dropna().tolist(), rel=1e-5)
+    for (name, a), (_, b) in zip(plain.model.named_parameters(), recomputed.model.named_parameters()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    assert not recomputed.model.is_activation_checkpointing
+    assert not base.is_activation_checkpointing
+
+
 # ---------------------------------------------------------------- output folders, checkpoints, resume
 
 def test_finished_run_saves_final_model_that_loads_back(tiny_llama, train_rows, tmp_path):
@@ -552,6 +573,7 @@ def test_unknown_task_and_bad_templates_are_refused(tiny_llama, train_rows):
     (dict(weight_decay=-0.1), "weight_decay"),
     (dict(save_every=0), "save_every"),
     (dict(eval_every=-5), "eval_every"),
+    (dict(gradient_checkpointing="yes"), "gradient_checkpointing"),
 ])
 def test_bad_train_config_is_refused_naming_the_setting(kwargs, name):
     with pytest.raises(ValueError, match=name):
