@@ -77,7 +77,7 @@ PROFILES: Mapping[str, Profile] = MappingProxyType({
         train_steps=8,
         train_batch_size=4,
         learning_rate=1e-3,  # random weights: a large step shows the loss falling within a few steps
-        budgets_s=MappingProxyType({"01_in_context_learning": 120, "05_instruction_fine_tuning": 120,
+        budgets_s=MappingProxyType({"01_in_context_learning": 120, "03_scaling_laws_compute_budgets": 120, "05_instruction_fine_tuning": 120,
                                     "06_multitask_and_forgetting": 120}),
     ),
     "embedded": Profile(
@@ -96,7 +96,7 @@ PROFILES: Mapping[str, Profile] = MappingProxyType({
         train_steps=16,
         train_batch_size=4,
         learning_rate=1e-4,
-        budgets_s=MappingProxyType({"01_in_context_learning": 900, "05_instruction_fine_tuning": 600,
+        budgets_s=MappingProxyType({"01_in_context_learning": 900, "03_scaling_laws_compute_budgets": 240, "05_instruction_fine_tuning": 600,
                                     "06_multitask_and_forgetting": 1080}),
     ),
     "course": Profile(
@@ -115,7 +115,7 @@ PROFILES: Mapping[str, Profile] = MappingProxyType({
         train_steps=1000,
         train_batch_size=8,
         learning_rate=5e-5,
-        budgets_s=MappingProxyType({"01_in_context_learning": 1800, "05_instruction_fine_tuning": 3600,
+        budgets_s=MappingProxyType({"01_in_context_learning": 1800, "03_scaling_laws_compute_budgets": 1800, "05_instruction_fine_tuning": 3600,
                                     "06_multitask_and_forgetting": 5400}),
     ),
 })
