@@ -75,6 +75,33 @@ class _RssSampler(threading.Thread):
         return self.peak
 
 
+def release_freed_memory() -> int:
+    """Collect garbage and hand freed heap memory back to the operating system; returns the RSS after, in bytes.
+
+    glibc keeps freed blocks for reuse, so after one training run the process's resident memory stays
+    near that run's peak, and the next run measured by RSS would seem to need almost nothing more.
+    `malloc_trim(0)` returns that memory (Linux with glibc; elsewhere only the garbage collection runs).
+    On CUDA it also empties PyTorch's cache of freed blocks.
+    """
+    import ctypes
+    import ctypes.util
+    import gc
+    import sys
+
+    import psutil
+
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # musl and other C libraries have no malloc_trim
+            pass
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return psutil.Process().memory_info().rss
+
+
 class peak_memory:  # noqa: N801  (used as a context manager, like a function)
     """Context manager measuring the peak memory of the work inside it (see the module docstring).
 
@@ -102,6 +129,7 @@ class peak_memory:  # noqa: N801  (used as a context manager, like a function)
             torch.cuda.reset_peak_memory_stats(device)
             self.result = PeakMemory(str(device), "cuda max allocated", torch.cuda.memory_allocated(device))
         else:
+            release_freed_memory()  # so the baseline is what is in use, not what earlier work left cached
             self._sampler = _RssSampler(self.interval_s)
             self.result = PeakMemory(str(device), f"process RSS sampled every {self.interval_s * 1000:.0f} ms",
                                      self._sampler.peak)
