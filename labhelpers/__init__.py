@@ -23,6 +23,9 @@ from .metrics import (Estimate, bootstrap_ci, comparison_table, distinct_n, form
 from .models import ModelUnavailableError, count_parameters, load_model, model_family  # noqa: E402
 from .profiles import PROFILES, Profile, get_profile  # noqa: E402
 from .train import TrainConfig, fine_tune, load_fine_tuned  # noqa: E402
+from .rewards import (HFToxicityScorer, ProfanityCheckScorer, SafeTypeScorer, ToxicityScorer,  # noqa: E402
+                      ToxicityScores, evaluation_scorer, reward_scorer)
+from .rl import PPOConfig, PPOTrainer  # noqa: E402
 from .prompts import (TEMPLATES, ContextWindowError, build_chat, build_prompt, context_window,  # noqa: E402
                       count_tokens, fit_prompt, model_input, select_examples)
 
@@ -35,5 +38,6 @@ __all__ = [
     "score_summaries", "seed_everything", "select_examples", "trainer_precision", "TrainConfig", "fine_tune",
     "load_fine_tuned", "add_adapter", "adapter_size_bytes", "load_adapter", "load_model_4bit", "lora_config",
     "merge_adapter", "model_size_bytes", "prompt_tuning_config", "qlora_available", "save_adapter",
-    "trainable_summary",
+    "trainable_summary", "HFToxicityScorer", "ProfanityCheckScorer", "SafeTypeScorer", "ToxicityScorer",
+    "ToxicityScores", "evaluation_scorer", "reward_scorer", "PPOConfig", "PPOTrainer",
 ]
