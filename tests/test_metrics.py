@@ -376,3 +376,108 @@ def test_bad_input_raises_with_argument_name(call, error, name):
     message = str(info.value)
     assert name in message
     assert "\n" not in message
+
+
+# --------------------------------------------------------------------------
+# ROUGE and BLEU by hand: the same numbers as the libraries
+# --------------------------------------------------------------------------
+
+
+def test_rouge_tokens_lowercase_split_and_stem_like_rouge_score():
+    assert metrics.rouge_tokens("The kids PLAYED, didn't they?", use_stemmer=False) == \
+        ["the", "kids", "played", "didn", "t", "they"]
+    # Porter stemming only touches words longer than 3 characters.
+    assert metrics.rouge_tokens("The kids played", use_stemmer=True) == ["the", "kid", "play"]
+    assert metrics.rouge_tokens("  ...  ") == []
+
+
+def test_bleu_tokens_keep_case_and_split_punctuation_like_sacrebleu():
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+    for text in ["The cat, the hat.", "It costs £3.50 (about 1,000 yen)!", "x-y & z", "3-4 days", ""]:
+        assert metrics.bleu_tokens(text) == Tokenizer13a()(text.rstrip()).split()
+    assert metrics.bleu_tokens("The cat.") == ["The", "cat", "."]
+
+
+def test_ngram_overlap_clips_repeated_words():
+    # prediction says "the" three times, the reference twice: only 2 are credited.
+    table = metrics.ngram_overlap(["the", "the", "the", "cat"], ["the", "cat", "on", "the", "mat"], 1)
+    counts = table.set_index("ngram")
+    assert counts.loc["the"].tolist() == [3, 2, 2]
+    assert counts.loc["cat", "matched"] == 1 and counts.loc["mat", "matched"] == 0
+    assert table["matched"].sum() == 3
+    bigrams = metrics.ngram_overlap(["the", "cat", "sat"], ["the", "cat"], 2)
+    assert bigrams.set_index("ngram")["matched"].to_dict() == {"the cat": 1, "cat sat": 0}
+    assert metrics.ngram_counts(["a"], 2) == {}
+
+
+def test_lcs_hand_cases():
+    a = "the cat sat on the mat".split()
+    b = "on the mat the cat sat".split()
+    assert metrics.lcs_length(a, b) == 3
+    assert metrics.longest_common_subsequence(a, b) in (["the", "cat", "sat"], ["on", "the", "mat"])
+    assert metrics.lcs_length("a b c d".split(), "a x c y d".split()) == 3
+    assert metrics.longest_common_subsequence("a b c d".split(), "a x c y d".split()) == ["a", "c", "d"]
+    assert metrics.lcs_length([], ["a"]) == 0
+    assert metrics.lcs_table(["a"], ["a", "a"]).shape == (2, 3)
+
+
+def test_precision_recall_f1_by_hand():
+    assert metrics.precision_recall_f1(3, 4, 6) == pytest.approx((0.75, 0.5, 0.6))
+    assert metrics.precision_recall_f1(0, 0, 5) == (0.0, 0.0, 0.0)
+
+
+PAIRS = list(zip(PREDICTIONS_A + PREDICTIONS_B + ["", "Tim tim TIM, call!", "3.5 kg for £1,000"],
+                 REFERENCES + REFERENCES + ["Tim will call.", "Tim will call Kim.", "It weighs 3.5 kg."]))
+
+
+@pytest.mark.parametrize("use_stemmer", [True, False])
+def test_rouge_by_hand_equals_rouge_score(use_stemmer):
+    predictions, references = zip(*PAIRS)
+    library = rouge_per_example(predictions, references, rouge_types=("rouge1", "rouge2", "rougeL"),
+                                use_stemmer=use_stemmer)
+    for i, (prediction, reference) in enumerate(PAIRS):
+        by_hand = metrics.rouge_by_hand(prediction, reference, use_stemmer=use_stemmer)
+        assert by_hand == pytest.approx(library.iloc[i].to_dict(), abs=1e-12), (prediction, reference)
+
+
+def test_bleu_by_hand_equals_sacrebleu_with_every_step():
+    predictions, references = zip(*PAIRS)
+    library = bleu_per_example(predictions, references)
+    for i, (prediction, reference) in enumerate(PAIRS):
+        by_hand = metrics.bleu_by_hand(prediction, reference)
+        result = metrics._SENTENCE_BLEU.sentence_score(prediction, [reference])
+        assert by_hand["bleu"] == pytest.approx(library[i], abs=1e-9), (prediction, reference)
+        assert by_hand["matched"] == list(result.counts) and by_hand["totals"] == list(result.totals)
+        assert by_hand["brevity_penalty"] == pytest.approx(result.bp)
+        assert by_hand["precisions"] == pytest.approx(list(result.precisions))
+
+
+def test_bleu_by_hand_brevity_penalty_and_smoothing_hand_computed():
+    # 3/3 unigrams, 2/2 bigrams, 1/1 trigram match; a 3-token prediction has no 4-gram, so
+    # the effective order is 3. Prediction 3 tokens, reference 6: BP = exp(1 - 6/3) = exp(-1).
+    result = metrics.bleu_by_hand("the cat sat", "the cat sat on a mat")
+    assert result["order"] == 3
+    assert result["brevity_penalty"] == pytest.approx(np.exp(-1))
+    assert result["bleu"] == pytest.approx(100 * np.exp(-1))
+    # No bigram matches: exp smoothing credits it 100 / (2 * 2) instead of 0.
+    result = metrics.bleu_by_hand("cat the mat", "the cat sat on a mat")
+    assert result["precisions"][:2] == pytest.approx([100.0, 25.0])
+    assert metrics.bleu_by_hand("dog", "the cat")["bleu"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "call, error, name",
+    [
+        (lambda: metrics.rouge_tokens(None), TypeError, "text"),
+        (lambda: metrics.bleu_tokens(3), TypeError, "text"),
+        (lambda: metrics.ngram_counts("a b", 1), TypeError, "tokens"),
+        (lambda: metrics.ngram_counts(["a"], 0), ValueError, "n must"),
+        (lambda: metrics.lcs_length(["a"], "a"), TypeError, "b must"),
+        (lambda: metrics.bleu_by_hand("a", "a", max_order=0), ValueError, "n must"),
+    ],
+)
+def test_by_hand_bad_input_raises_one_line(call, error, name):
+    with pytest.raises(error) as info:
+        call()
+    assert name in str(info.value) and "\n" not in str(info.value)
