@@ -21,6 +21,10 @@ One PPO step (`PPOTrainer.step`):
 Each step returns its statistics, with seconds per phase (generate, reference, score, optimise).
 
 Works for decoder-only (causal, left-padded prompts) and encoder-decoder (T5) policies.
+
+Bad input stops a step before anything is trained, with an error that says what to fix: a reference model
+that shares weights with the policy, a batch whose responses are all empty (or no new tokens at all), a reward
+function that returns None, non-numbers, NaN or infinity, or the wrong number of scores.
 """
 
 from __future__ import annotations
@@ -353,6 +357,23 @@ def _is_peft(model) -> bool:
     return isinstance(model, PeftModel)
 
 
+def _check_reference(policy, ref_model) -> None:
+    """Refuse a reference model that shares weights with the policy: training would move the reference too,
+    the KL penalty would stay near 0 whatever the policy did, and requires_grad_(False) would freeze the policy."""
+    if not hasattr(ref_model, "parameters") or not hasattr(ref_model, "config"):
+        raise TypeError(f"ref_model must be a transformers language model, not {type(ref_model).__name__}")
+    if ref_model is policy:
+        raise ValueError("ref_model is the policy itself; pass a frozen copy (copy.deepcopy(policy) before adding "
+                         "the adapter), or leave ref_model=None for a LoRA policy (its adapter is disabled instead)")
+    policy_storage = {p.untyped_storage().data_ptr() for p in policy.parameters() if p.numel()}
+    shared = [name for name, p in ref_model.named_parameters()
+              if p.numel() and p.untyped_storage().data_ptr() in policy_storage]
+    if shared:
+        raise ValueError(f"ref_model shares {len(shared)} parameter tensor(s) with the policy (e.g. {shared[0]!r}), "
+                         "so the reference would change with the policy; pass copy.deepcopy of the base model, or "
+                         "leave ref_model=None for a LoRA policy")
+
+
 def _clock(device) -> float:
     """Wall time, after waiting for queued GPU work (so a phase's time is really its own)."""
     if device.type == "cuda":
@@ -391,6 +412,7 @@ class PPOTrainer:
         if ref_model is None and not self.peft:
             ref_model = copy.deepcopy(policy)
         if ref_model is not None:
+            _check_reference(policy, ref_model)
             ref_model.eval().requires_grad_(False)
         self.ref_model = ref_model
         self.chat = self.family == "causal" and uses_chat_template(tokenizer, chat)
@@ -490,6 +512,9 @@ class PPOTrainer:
                                        generation_config=self.generation_config)
             skip = query_ids.shape[1] if self.family == "causal" else 1  # the prompt, or T5's decoder start
             response_ids = out.sequences[:, skip:]
+            if response_ids.shape[1] == 0 or not out.logits:
+                raise ValueError("generate returned no new tokens for this batch (the prompts may already fill "
+                                 "the model's max_length); shorten the prompts or check the generation config")
             mask = response_mask(response_ids, self.eos_token_ids)
             # generate ran the policy on every response prefix: its logits and last hidden states are pi_old's
             logits = torch.stack(out.logits, dim=1).float() / self.config.temperature
@@ -536,12 +561,22 @@ class PPOTrainer:
         """PPO's update from scored rollouts: rewards, GAE, then ppo_epochs passes over shuffled minibatches."""
         cfg = self.config
         t0 = _clock(self.device)
-        scores = torch.as_tensor(scores, dtype=torch.float32).reshape(-1).to(self.device)
+        if not isinstance(rollout, Rollout):
+            raise TypeError(f"rollout must be the Rollout that PPOTrainer.rollout returned, not {type(rollout).__name__}")
+        try:
+            scores = torch.as_tensor(scores, dtype=torch.float32).reshape(-1).to(self.device)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"scores must be numbers, one per response (a list, array or tensor), not "
+                            f"{type(scores).__name__}: {str(scores)[:80]}; check what the reward function "
+                            "returns") from None
         if len(scores) != len(rollout):
             raise ValueError(f"scores has {len(scores)} values for {len(rollout)} responses; give one per response")
         if not torch.isfinite(scores).all():
             raise ValueError("scores contains NaN or infinity; the reward function must return finite numbers")
         mask = rollout.mask
+        if mask.sum() < 2:
+            raise ValueError(f"the batch holds {int(mask.sum())} response token(s); advantages are whitened over the "
+                             "batch's tokens and need at least 2: give more prompts, or set min_new_tokens")
         kl_coef = self.kl_ctl.value
         rewards = compute_rewards(scores, rollout.kl, mask, kl_coef)
         advantages, returns = gae(rewards, rollout.values, mask, cfg.gamma, cfg.lam)
@@ -604,10 +639,19 @@ class PPOTrainer:
         """
         from .rewards import ToxicityScorer
 
+        if not isinstance(reward_fn, ToxicityScorer) and not callable(reward_fn):
+            raise TypeError(f"reward_fn must be a ToxicityScorer or a function of the Rollout, not "
+                            f"{type(reward_fn).__name__}")
         t0 = _clock(self.device)
         rollout = self.rollout(prompts)
         t1 = _clock(self.device)
+        if not any(text.strip() for text in rollout.texts):
+            raise ValueError(f"every one of the {len(rollout)} responses is empty (each ended at its first token), so "
+                             "the reward would score nothing; check that the prompts do not end with the end-of-"
+                             "sequence token, or set PPOConfig(min_new_tokens=...)")
         scores = reward_fn.reward(rollout.texts) if isinstance(reward_fn, ToxicityScorer) else reward_fn(rollout)
+        if scores is None:
+            raise TypeError("the reward function returned None; it must return one number per response")
         t2 = _clock(self.device)
         stats = self.update(rollout, scores)
         stats["time_score"] = t2 - t1

@@ -318,3 +318,67 @@ def test_step_takes_a_toxicity_scorer_as_reward(tiny_llama):
     scorer = ProfanityCheckScorer()
     stats = trainer.step(PROMPTS[:4], scorer)
     assert math.isfinite(stats["score"]) and -5.0 <= stats["score"] <= 5.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: caught with a clear error before it corrupts training
+# ---------------------------------------------------------------------------------------------
+
+def test_a_reference_that_shares_weights_with_the_policy_is_refused(tiny_llama):
+    model, tok = tiny_llama
+    policy = copy.deepcopy(model)
+    with pytest.raises(ValueError, match="ref_model is the policy itself"):
+        PPOTrainer(policy, tok, ref_model=policy)
+    shallow = copy.copy(policy)  # a new module object holding the very same weight tensors
+    with pytest.raises(ValueError, match="shares .* parameter tensor"):
+        PPOTrainer(policy, tok, ref_model=shallow)
+    in_place = add_adapter(policy, lora_config(policy, r=2), in_place=True)  # the adapter wraps `policy` itself
+    with pytest.raises(ValueError, match="shares .* parameter tensor"):
+        PPOTrainer(in_place, tok, ref_model=policy)
+    assert any(p.requires_grad for p in in_place.parameters())  # refused before freezing anything
+    with pytest.raises(TypeError, match="ref_model must be"):
+        PPOTrainer(copy.deepcopy(model), tok, ref_model="gpt2")
+    PPOTrainer(_lora_policy(model, r=2), tok, ref_model=copy.deepcopy(model))  # a real copy is fine
+
+
+def test_reward_functions_that_misbehave_are_caught(tiny_llama):
+    model, tok = tiny_llama
+    trainer = PPOTrainer(_lora_policy(model, r=2), tok, PPOConfig(max_new_tokens=3, ppo_epochs=1))
+    before = {n: p.clone() for n, p in trainer.policy.named_parameters() if p.requires_grad}
+    with pytest.raises(ValueError, match="scores has 3 values for 4 responses"):
+        trainer.step(PROMPTS[:4], lambda r: [0.0, 1.0, 2.0])
+    with pytest.raises(ValueError, match="NaN"):
+        trainer.step(PROMPTS[:4], lambda r: torch.tensor([0.0, float("nan"), 1.0, 1.0]))
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        trainer.step(PROMPTS[:4], lambda r: [0.0, float("inf"), 1.0, 1.0])
+    with pytest.raises(TypeError, match="returned None"):
+        trainer.step(PROMPTS[:4], lambda r: None)
+    with pytest.raises(TypeError, match="scores must be numbers"):
+        trainer.step(PROMPTS[:4], lambda r: ["good"] * 4)
+    with pytest.raises(TypeError, match="reward_fn must be"):
+        trainer.step(PROMPTS[:4], "profanity-check")
+    # nothing was trained by any of the refused steps
+    assert all(torch.equal(before[n], p) for n, p in trainer.policy.named_parameters() if p.requires_grad)
+    assert trainer.history == []
+
+
+def test_empty_generations_are_caught(tiny_llama):
+    model, tok = tiny_llama
+    policy = _lora_policy(model, r=2)
+    trainer = PPOTrainer(policy, tok, PPOConfig(max_new_tokens=4, ppo_epochs=1))
+    eos = trainer.eos_token_ids[0]
+
+    def only_eos(module, inputs, output):  # every response ends at its first token
+        output[..., eos] += 1e4
+        return output
+
+    handle = policy.get_output_embeddings().register_forward_hook(only_eos)
+    try:
+        with pytest.raises(ValueError, match="every one of the 4 responses is empty"):
+            trainer.step(PROMPTS[:4], lambda r: torch.zeros(len(r)))
+        rollout = trainer.rollout(PROMPTS[:1])
+        with pytest.raises(ValueError, match="holds 1 response token"):
+            trainer.update(rollout, [1.0])
+    finally:
+        handle.remove()
+    assert trainer.history == []
