@@ -19,8 +19,14 @@ Predicting memory before you train: `training_memory` adds up what a training st
 weights, gradients, an fp32 master copy (mixed precision), optimizer states (SGD, Adam, 8-bit Adam),
 for full fine-tuning or LoRA, and the activations of a decoder-only transformer for a batch
 (Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer Models", eq. 1),
-optionally with gradient checkpointing. It leaves out what no formula knows: the CUDA context
-(~0.3-0.5 GiB), allocator fragmentation, and temporary buffers of particular kernels.
+optionally with gradient checkpointing. `total_bytes` adds every component up (an upper bound);
+`step_peak_bytes` follows a step in time (backward frees activations as it makes gradients), which is
+what a measured peak shows. It leaves out what no formula knows: the CUDA context (~0.3-0.5 GiB),
+allocator fragmentation, and temporary buffers of particular kernels.
+
+Measuring the same thing: `measure_training_step` runs real AdamW steps in a fresh process and reports
+the peak, and, counted tensor by tensor, the gradients, optimizer states and the activations autograd
+saved (`saved_for_backward`), so each term of the prediction can be checked on its own.
 """
 
 from __future__ import annotations
@@ -149,6 +155,179 @@ class peak_memory:  # noqa: N801  (used as a context manager, like a function)
 
 
 
+class saved_for_backward:  # noqa: N801  (used as a context manager, like a function)
+    """Context manager counting the bytes autograd keeps for the backward pass of the work inside it.
+
+        with saved_for_backward(model) as saved:
+            loss = model(**batch).loss
+        print(saved.bytes / GIB)   # the activations of this forward pass, exactly, whatever the allocator does
+
+    Every tensor saved for backward is counted once per storage (views of one tensor share it); the
+    storages of `model`'s parameters and buffers are left out (they are weights, not activations).
+    This is the "activations" term of `training_memory`, measured without sampling memory.
+    """
+
+    def __init__(self, model=None):
+        self.model = model
+        self.bytes = 0
+        self.n_tensors = 0
+        self._storages: dict[int, int] = {}
+        self._context = None
+
+    def _pack(self, tensor):
+        storage = tensor.untyped_storage()
+        key = storage.data_ptr()
+        if key not in self._excluded and key not in self._storages:
+            self._storages[key] = storage.nbytes()
+        return tensor
+
+    def __enter__(self) -> "saved_for_backward":
+        import torch
+
+        self._excluded = set()
+        if self.model is not None:
+            tensors = list(self.model.parameters()) + list(self.model.buffers())
+            self._excluded = {t.untyped_storage().data_ptr() for t in tensors}
+        self._context = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda tensor: tensor)
+        self._context.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self._context.__exit__(*exc)
+        self.bytes = sum(self._storages.values())
+        self.n_tensors = len(self._storages)
+        self._storages = {}
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Measured memory of a training step, in a fresh process
+# ---------------------------------------------------------------------------------------------
+
+def _training_batch(profile, tokenizer, model, batch_size: int, seq_len: int | None):
+    """`batch_size` real instruction examples of the profile's train dialogues, of about `seq_len` tokens."""
+    from .data import load_dialogues
+    from .models import model_family
+    from .train import PadCollator, build_instruction_data
+
+    rows = list(load_dialogues(profile=profile)["train"])
+    data = build_instruction_data(rows, tokenizer, model, "summary", seed=0)
+    examples = sorted(data.examples, key=lambda e: len(e["input_ids"]))
+    if len(examples) < batch_size:
+        raise ValueError(f"batch_size={batch_size} is more than the {len(examples)} training examples of the profile")
+    if seq_len is None:  # the median-length examples
+        start = min(len(examples) // 2, len(examples) - batch_size)
+    else:  # the window of batch_size consecutive lengths closest to seq_len
+        start = min(range(len(examples) - batch_size + 1),
+                    key=lambda i: abs(len(examples[i + batch_size - 1]["input_ids"]) - seq_len))
+    chosen = [{k: e[k] for k in ("input_ids", "attention_mask", "labels")}
+              for e in examples[start:start + batch_size]]
+    return PadCollator(tokenizer, model_family(model))(chosen)
+
+
+def _measure_training_step_here(model_name, profile, batch_size, seq_len, lora_r, gradient_checkpointing, steps,
+                                device, answer_only, seed) -> dict:
+    """`measure_training_step` in this process (what the fresh child process runs)."""
+    import time as _time
+
+    import torch  # the child imported labhelpers first (to unpickle this function), so bf16 is guarded
+
+    from .adapters import add_adapter, lora_config
+    from .device import seed_everything
+    from .models import load_model
+    from .profiles import get_profile
+    from .train import answer_only_loss
+
+    prof = get_profile(profile)
+    seed_everything(seed)
+    model, tokenizer = load_model(model_name, profile=prof, device=device, dtype=torch.float32)
+    where = next(model.parameters()).device
+    with torch.no_grad():  # weights loaded from a memory-mapped file are paged in only when touched, and copied
+        for p in model.parameters():  # on the first update; make them resident now so the baseline counts them
+            p.data = p.data.clone()
+    batch = {k: v.to(where) for k, v in _training_batch(prof, tokenizer, model, batch_size, seq_len).items()}
+    if gradient_checkpointing:  # keep each layer's input only; recompute the rest during backward
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if lora_r is not None:
+        model = add_adapter(model, lora_config(model, r=lora_r), in_place=True)
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-5)
+    loss_of = (lambda: answer_only_loss(model, batch)) if answer_only else (lambda: model(**batch).loss)
+    loaded = release_freed_memory() if where.type == "cpu" else torch.cuda.memory_allocated(where)
+    results = []
+    for step in range(steps):
+        started = _time.perf_counter()
+        with peak_memory(where) as mem:
+            with saved_for_backward(model) as saved:
+                loss = loss_of()
+            loss.backward()
+            gradients = sum(p.grad.numel() * p.grad.element_size() for p in trainable if p.grad is not None)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            del loss
+        states = sum(v.numel() * v.element_size() for state in optimizer.state.values() for v in state.values()
+                     if torch.is_tensor(v) and v.dim() > 0)
+        results.append({"step": step + 1, "baseline_bytes": mem.baseline_bytes, "peak_bytes": mem.peak_bytes,
+                        "saved_activation_bytes": saved.bytes, "gradient_bytes": gradients,
+                        "optimizer_state_bytes": states, "seconds": _time.perf_counter() - started})
+    name = ("full" if lora_r is None else f"lora r={lora_r}") + (" + checkpointing" if gradient_checkpointing else "")
+    return {"config": name, "model": model_name or prof.model, "profile": prof.name, "device": str(where),
+            "method": mem.method, "batch_size": int(batch["input_ids"].shape[0]),
+            "seq_len": int(batch["input_ids"].shape[1]), "tokens": int(batch["attention_mask"].sum()),
+            "n_params": sum(p.numel() for p in model.parameters() if not p.requires_grad or lora_r is None),
+            "trainable_params": sum(p.numel() for p in trainable), "lora_r": lora_r,
+            "gradient_checkpointing": bool(gradient_checkpointing), "answer_only": bool(answer_only),
+            "loaded_bytes": int(loaded), "steps": results,
+            "peak_increase_bytes": max(r["peak_bytes"] for r in results) - int(loaded)}
+
+
+def measure_training_step(model_name: str | None = None, profile=None, *, batch_size: int = 2,
+                          seq_len: int | None = None, lora_r: int | None = None, gradient_checkpointing: bool = False,
+                          steps: int = 2, device: str | None = None, answer_only: bool = False, seed: int = 0,
+                          fresh_process: bool = True) -> dict:
+    """Measure the peak memory of `steps` AdamW training steps of a model, in a fresh Python process.
+
+    Loads `model_name` (default: the profile's model) in fp32, takes `batch_size` of the profile's
+    real instruction examples of about `seq_len` tokens (default: median length), optionally adds a
+    LoRA adapter of rank `lora_r` (q,k,v,o) and gradient checkpointing, then runs forward, backward and
+    an AdamW step `steps` times, each inside `peak_memory` and `saved_for_backward`. The loss is the
+    model's own over every position (`answer_only=True`: labhelpers' answer-only loss). A fresh Python
+    process (a subprocess; `fresh_process=False`: this one) keeps memory that earlier work freed but the
+    allocator kept from hiding in the measurement, and works from scripts, notebooks and tests alike.
+
+    Returns a dict: the batch's shape, parameter counts, `loaded_bytes` (memory with the model and
+    batch loaded, before training), per step its baseline and peak memory, the bytes of saved activations,
+    gradients and optimizer states (counted tensor by tensor), and seconds, and `peak_increase_bytes`
+    (highest peak minus `loaded_bytes`: what training added; compare `TrainingMemory.step_increase_bytes`).
+    """
+    for name, value in (("batch_size", batch_size), ("steps", steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} must be a positive whole number")
+    for name, value in (("seq_len", seq_len), ("lora_r", lora_r)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name}={value!r} must be a positive whole number or None")
+    profile = getattr(profile, "name", profile)  # a Profile's name crosses the process boundary, not the object
+    args = (model_name, profile, batch_size, seq_len, lora_r, bool(gradient_checkpointing), steps,
+            None if device is None else str(device), bool(answer_only), seed)
+    if not fresh_process:
+        return _measure_training_step_here(*args)
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys\n"
+            "from labhelpers.memory import _measure_training_step_here as measure\n"
+            "print('RESULT ' + json.dumps(measure(*json.loads(sys.argv[1]))))\n")
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True, check=False)
+    found = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not found:
+        last = (done.stderr.strip().splitlines() or ["no error output"])[-1]
+        raise RuntimeError(f"the process measuring the training step failed (exit {done.returncode}: {last}); "
+                           f"out of memory? try a smaller batch_size or seq_len, or fresh_process=False to debug")
+    return json.loads(found[-1][len("RESULT "):])
+
+
 # ---------------------------------------------------------------------------------------------
 # Predicted memory of a training step
 # ---------------------------------------------------------------------------------------------
@@ -218,6 +397,7 @@ class TrainingMemory:
     batch_size: int = 0
     seq_len: int | None = None  # None: activations not counted
     gradient_checkpointing: bool = False
+    loss_gradient_bytes: float = 0.0  # fp32 gradients of the logits at the start of backward (not in total_bytes)
 
     @property
     def model_state_bytes(self) -> float:
@@ -228,6 +408,23 @@ class TrainingMemory:
     def total_bytes(self) -> float:
         """Model states plus activations."""
         return self.model_state_bytes + self.activation_bytes
+
+    @property
+    def step_peak_bytes(self) -> float:
+        """The highest point of a step whose optimizer states exist: what is held when it is reached.
+
+        Weights, master weights and optimizer states always; on top, the larger of the two phases,
+        since backward frees each layer's activations as it makes that layer's gradients: the start of
+        backward (all activations plus the loss's gradients) or the optimizer step (all gradients).
+        `total_bytes` adds everything up instead: an upper bound.
+        """
+        return (self.weights_bytes + self.master_weight_bytes + self.optimizer_state_bytes
+                + max(self.activation_bytes + self.loss_gradient_bytes, self.gradient_bytes))
+
+    @property
+    def step_increase_bytes(self) -> float:
+        """`step_peak_bytes` minus the weights: what training adds to a loaded model (as measured in a process)."""
+        return self.step_peak_bytes - self.weights_bytes
 
     @property
     def bytes_per_param(self) -> float:
@@ -361,7 +558,7 @@ def activation_bytes_per_layer(batch_size: int, seq_len: int, hidden_size: int, 
 def training_memory(model=None, *, n_params: float | None = None, dtype="fp32", optimizer: str = "adamw",
                     mixed_precision: bool = False, lora=None, trainable_dtype=None,
                     batch_size: int = 1, seq_len: int | None = None, gradient_checkpointing: bool = False,
-                    flash_attention: bool = False, activation_dtype=None, n_layers: int | None = None,
+                    flash_attention: bool | None = None, activation_dtype=None, n_layers: int | None = None,
                     hidden_size: int | None = None, n_heads: int | None = None, n_kv_heads: int | None = None,
                     head_dim: int | None = None, intermediate_size: int | None = None, vocab_size: int | None = None,
                     gated_mlp: bool | None = None, dropout: bool | None = None) -> TrainingMemory:
@@ -374,6 +571,9 @@ def training_memory(model=None, *, n_params: float | None = None, dtype="fp32", 
     `lora`: a peft LoraConfig (needs `model`) or the adapter's parameter count; the base stays frozen and
     the adapter is kept in `trainable_dtype` (default fp32, as PEFT upcasts adapters). Activations are
     counted when `seq_len` is given, in `activation_dtype` (default: fp32 for fp32 training, else 16-bit).
+    `flash_attention`: whether attention recomputes its a*s*s scores instead of keeping them; default:
+    read from the model (PyTorch's SDPA and flash-attention kernels do, "eager" attention does not; measured
+    on SmolLM2 with SDPA on a CPU, no score tensor is saved), False without a model.
     """
     dtype = dtype_name(dtype)
     optimizer = optimizer_name(optimizer)
@@ -384,6 +584,10 @@ def training_memory(model=None, *, n_params: float | None = None, dtype="fp32", 
             raise ValueError(f"model={type(model).__name__} is neither a torch model nor a transformers config; "
                              f"pass a model or n_params=...")
         shape = architecture(model)
+        if flash_attention is None:
+            config = getattr(model, "config", model)
+            kernel = str(getattr(config, "_attn_implementation", None) or "eager")
+            flash_attention = kernel != "eager"  # sdpa, flash_attention_2/3, flex_attention: scores not kept
         if hasattr(model, "parameters"):
             params = list(model.parameters())  # parameters() lists tied weights once
             if hasattr(model, "peft_config"):  # a PeftModel: the adapter is what trains
@@ -439,7 +643,8 @@ def training_memory(model=None, *, n_params: float | None = None, dtype="fp32", 
     states = trainable * (n_states * state_bytes + fixed_bytes)
 
     batch_size = _count(batch_size, "batch_size")
-    activations = 0.0
+    activations = loss_gradients = 0.0
+    flash_attention = bool(flash_attention)
     if seq_len is not None:
         seq_len = _count(seq_len, "seq_len")
         missing = [k for k in ("n_layers", "hidden_size", "n_heads", "vocab_size") if k not in shape]
@@ -467,8 +672,12 @@ def training_memory(model=None, *, n_params: float | None = None, dtype="fp32", 
         else:
             layers = shape["n_layers"] * layer
         activations = layers + logits + final_norm
+        # the backward pass starts at the loss: gradients of the log-probabilities and of the logits (fp32,
+        # [b, s, vocab] each) exist while every activation is still held (measured: 2 logits-sized tensors)
+        loss_gradients = 2 * tokens * shape["vocab_size"] * 4
     return TrainingMemory(weights_bytes=float(weights), gradient_bytes=float(gradients), master_weight_bytes=master,
                           optimizer_state_bytes=float(states), activation_bytes=float(activations),
+                          loss_gradient_bytes=float(loss_gradients),
                           n_params=base_params, trainable_params=int(trainable), dtype=dtype, optimizer=optimizer,
                           mixed_precision=bool(mixed_precision), finetuning=finetuning, batch_size=batch_size,
                           seq_len=seq_len, gradient_checkpointing=bool(gradient_checkpointing))
@@ -491,4 +700,5 @@ def training_memory_table(scenarios: Mapping[str, Mapping], **common):
 
 __all__ = ["DTYPE_BYTES", "GIB", "LLAMA_2_7B", "OPTIMIZER_STATES", "PeakMemory", "TrainingMemory",
            "activation_bytes_per_layer", "architecture", "bytes_per_number", "dtype_name", "lora_trainable_params",
-           "optimizer_name", "peak_memory", "training_memory", "training_memory_table"]
+           "measure_training_step", "optimizer_name", "peak_memory", "release_freed_memory", "saved_for_backward",
+           "training_memory", "training_memory_table"]

@@ -234,3 +234,70 @@ def test_bad_input_is_one_line_naming_the_argument(kwargs, argument):
     with pytest.raises(ValueError) as info:
         training_memory(**kwargs)
     assert argument in str(info.value) and "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring a training step, term by term, against the prediction
+# ---------------------------------------------------------------------------------------------
+
+from labhelpers.memory import measure_training_step, saved_for_backward  # noqa: E402
+
+
+def test_saved_for_backward_counts_activations_not_weights():
+    layer = torch.nn.Linear(256, 256)
+    x = torch.randn(64, 256, requires_grad=True)
+    with saved_for_backward(layer) as saved:
+        y = torch.tanh(layer(x))  # keeps x (for the weight's gradient) and tanh's output
+    assert saved.bytes == 2 * 64 * 256 * 4 and saved.n_tensors == 2
+    y.sum().backward()  # the hooks are gone: backward still works
+    assert layer.weight.grad is not None
+
+
+def test_sdpa_models_are_predicted_without_attention_scores(tiny_llama):
+    model, _ = tiny_llama
+    assert model.config._attn_implementation != "eager"
+    inferred = training_memory(model, batch_size=2, seq_len=64)
+    assert inferred.activation_bytes == training_memory(model, batch_size=2, seq_len=64, flash_attention=True).activation_bytes
+    assert inferred.activation_bytes < training_memory(model, batch_size=2, seq_len=64, flash_attention=False).activation_bytes
+
+
+def test_step_peak_holds_activations_or_gradients_not_both():
+    mem = training_memory(n_params=1e6, batch_size=2, seq_len=32, **SHAPE)
+    assert mem.loss_gradient_bytes == 2 * 2 * 32 * SHAPE["vocab_size"] * 4
+    assert mem.step_peak_bytes == mem.weights_bytes + mem.optimizer_state_bytes + max(
+        mem.activation_bytes + mem.loss_gradient_bytes, mem.gradient_bytes)
+    assert mem.step_increase_bytes == mem.step_peak_bytes - mem.weights_bytes
+    assert mem.step_peak_bytes <= mem.total_bytes + mem.loss_gradient_bytes
+
+
+@pytest.mark.parametrize("lora_r", [None, 4])
+def test_measured_step_matches_the_calculators_counts(tiny_llama, lora_r):
+    from labhelpers.adapters import lora_config
+
+    model, _ = tiny_llama
+    m = measure_training_step(profile="tiny", batch_size=2, lora_r=lora_r, steps=2, fresh_process=False)  # median length
+    predicted = training_memory(model, batch_size=m["batch_size"], seq_len=m["seq_len"],
+                                lora=None if lora_r is None else lora_config(model, r=lora_r))
+    assert m["batch_size"] == 2 and m["seq_len"] >= m["tokens"] / 2 and len(m["steps"]) == 2
+    assert m["trainable_params"] == predicted.trainable_params
+    step2 = m["steps"][1]
+    assert step2["optimizer_state_bytes"] == predicted.optimizer_state_bytes  # exact: 8 bytes per trained parameter
+    assert step2["gradient_bytes"] == predicted.gradient_bytes
+    assert 0.5 < predicted.activation_bytes / step2["saved_activation_bytes"] < 2
+    assert m["steps"][0]["optimizer_state_bytes"] == step2["optimizer_state_bytes"]  # created in step 1
+    assert m["loaded_bytes"] > 0 and m["peak_increase_bytes"] == max(s["peak_bytes"] for s in m["steps"]) - m["loaded_bytes"]
+
+
+def test_measuring_in_a_fresh_process_returns_the_same_counts():
+    here = measure_training_step(profile="tiny", batch_size=1, seq_len=32, steps=1, fresh_process=False)
+    there = measure_training_step(profile="tiny", batch_size=1, seq_len=32, steps=1)
+    for key in ("saved_activation_bytes", "gradient_bytes", "optimizer_state_bytes"):
+        assert here["steps"][0][key] == there["steps"][0][key], key
+    assert there["seq_len"] == here["seq_len"] and there["config"] == "full"
+
+
+@pytest.mark.parametrize("kwargs, argument", [({"batch_size": 0}, "batch_size="), ({"steps": 0}, "steps="),
+                                              ({"seq_len": -1}, "seq_len="), ({"lora_r": 0}, "lora_r=")])
+def test_measure_refuses_bad_arguments(kwargs, argument):
+    with pytest.raises(ValueError, match=argument):
+        measure_training_step(profile="tiny", **kwargs)
