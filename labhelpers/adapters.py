@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
-from .models import model_family
+from .models import DamagedFileError, check_model, damaged_file, model_family
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -133,6 +133,7 @@ def lora_config(model, r: int = 8, alpha: float | None = None, dropout: float = 
                       task_type=_task_type(model), bias="none", fan_in_fan_out=conv1d)
 
 
+
 def prompt_tuning_config(model, tokenizer, n_virtual_tokens: int = 20, init_text: str | None = None):
     """A peft PromptTuningConfig: `n_virtual_tokens` trainable embeddings put before every input.
 
@@ -190,6 +191,7 @@ def add_adapter(model, config, in_place: bool = False):
 
 def trainable_summary(model) -> dict:
     """{'trainable', 'total', 'percent'}: parameters that train, all parameters, and the share in percent."""
+    check_model(model)
     if hasattr(model, "get_nb_trainable_parameters"):  # a PeftModel: counts 4-bit weights at their real size
         trainable, total = model.get_nb_trainable_parameters()
     else:
@@ -202,6 +204,12 @@ def trainable_summary(model) -> dict:
             trainable += p.numel() if p.requires_grad else 0
     return {"trainable": int(trainable), "total": int(total),
             "percent": 100.0 * trainable / total if total else 0.0}
+
+
+def _folder(folder, argument: str = "folder") -> Path:
+    if not isinstance(folder, (str, os.PathLike)):
+        raise TypeError(f"{argument} must be a folder path, not {type(folder).__name__}")
+    return Path(folder).expanduser()
 
 
 def _missing_files(folder: Path) -> list[str]:
@@ -217,7 +225,7 @@ def save_adapter(model, folder: str | os.PathLike, *, tokenizer=None, overwrite:
     if not _is_peft(model):
         raise TypeError(f"model must be a PeftModel (see add_adapter), not {type(model).__name__}; "
                         "a plain model is saved with save_pretrained")
-    final = Path(folder).expanduser()
+    final = _folder(folder)
     if final.exists() and not overwrite:
         raise FileExistsError(f"{str(final)!r} already exists; pass overwrite=True to replace it, or choose "
                               "another folder")
@@ -225,9 +233,15 @@ def save_adapter(model, folder: str | os.PathLike, *, tokenizer=None, overwrite:
     if staging.exists():
         shutil.rmtree(staging)
     final.parent.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(staging, safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(staging)
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging)
+    except OSError as err:  # a full disk, most often: give back the space, keep what was there
+        shutil.rmtree(staging, ignore_errors=True)
+        kept = "the adapter already there is intact; " if final.exists() else ""
+        raise OSError(err.errno, f"could not write the adapter to {final} ({err.strerror or err}); {kept}free disk "
+                                 "space and save again") from err
     if final.exists():  # overwrite: move the old one aside, then put the new one in place
         old = final.with_name(final.name + ".old")
         if old.exists():
@@ -247,15 +261,20 @@ def load_adapter(base_model, folder: str | os.PathLike, in_place: bool = False, 
     """
     from peft import PeftModel
 
-    folder = Path(folder).expanduser()
+    folder = _folder(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"adapter folder {str(folder)!r} does not exist")
     missing = _missing_files(folder)
     if missing:
         raise FileNotFoundError(f"{str(folder)!r} is not a saved adapter: it lacks {missing} (save_adapter "
                                 "writes both)")
+    check_model(base_model, "base_model")
     if _is_peft(base_model):
         raise ValueError("base_model already has an adapter; pass the plain base model")
+    damage = damaged_file(folder)
+    if damage:
+        raise DamagedFileError(f"adapter file {damage[0]} is damaged ({damage[1]}); save the adapter again "
+                               "(save_adapter with overwrite=True, or rerun its fine_tune with if_exists='overwrite')")
     target = base_model if in_place else copy.deepcopy(base_model)
     model = PeftModel.from_pretrained(target, str(folder), is_trainable=is_trainable)
     return model if is_trainable else model.eval()
@@ -276,7 +295,7 @@ def merge_adapter(peft_model):
 
 def adapter_size_bytes(folder: str | os.PathLike) -> int:
     """Bytes on disk of what an adapter needs saved: its weights and its config."""
-    folder = Path(folder).expanduser()
+    folder = _folder(folder)
     missing = _missing_files(folder)
     if missing:
         raise FileNotFoundError(f"{str(folder)!r} is not a saved adapter: it lacks {missing}")
@@ -285,6 +304,7 @@ def adapter_size_bytes(folder: str | os.PathLike) -> int:
 
 def model_size_bytes(model) -> int:
     """Bytes of a model's weights in their dtype (shared weights once): about its safetensors file size."""
+    check_model(model)
     seen, total = set(), 0
     for p in model.parameters():
         key = (p.data_ptr(), p.numel()) if p.device.type != "meta" else id(p)

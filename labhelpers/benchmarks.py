@@ -106,6 +106,8 @@ def _check_items(items: Sequence[Mapping]) -> list[dict]:
 
 def load_multiple_choice(path: str | os.PathLike | None = None) -> list[dict]:
     """Multiple-choice items from a JSONL file (default: the project's), each checked by `check_item`."""
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path (or None for the project's questions), not {type(path).__name__}")
     path = default_path() if path is None else Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path={str(path)!r} is not a file; give a JSONL file of multiple-choice items")
@@ -126,13 +128,23 @@ def load_multiple_choice(path: str | os.PathLike | None = None) -> list[dict]:
 
 # ---------------------------------------------------------------- prompts
 
+def _check_question(question) -> None:
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError(f"question={question!r} must be a non-empty string")
+
+
 def option_prompt(question: str) -> str:
     """Cloze prompt: the question alone; each option is scored as the answer's text."""
+    _check_question(question)
     return f"Question: {question.strip()}\nAnswer:"
 
 
 def letter_prompt(question: str, choices: Sequence[str]) -> str:
     """MMLU prompt: the question and its lettered options; the letters are scored."""
+    _check_question(question)
+    if isinstance(choices, str) or not isinstance(choices, Sequence) or not 2 <= len(choices) <= len(LETTERS) \
+            or not all(isinstance(c, str) and c.strip() for c in choices):
+        raise ValueError(f"choices must be a list of 2 to {len(LETTERS)} non-empty strings, got {choices!r}")
     lines = [f"{LETTERS[i]}. {choice}" for i, choice in enumerate(choices)]
     return f"Question: {question.strip()}\n" + "\n".join(lines) + "\nAnswer:"
 
@@ -150,6 +162,8 @@ def continuation_logprobs(model, tokenizer, context: str, continuations: Sequenc
 
     if isinstance(continuations, str) or not continuations:
         raise ValueError("continuations must be a non-empty list of strings")
+    if not isinstance(context, str):
+        raise TypeError(f"context must be a string, not {type(context).__name__}")
     family = model_family(model)
     chat_on = family == "causal" and uses_chat_template(tokenizer, chat)
     text = model_input(tokenizer, context, chat) if family == "causal" else context
@@ -286,6 +300,8 @@ def accuracy_interval(correct: Sequence[bool], confidence: float = 0.95, method:
         raise ValueError("correct must be a non-empty 1-D list of True/False, one per question")
     if not np.isin(values, [0, 1]).all():
         raise ValueError("correct must hold only True/False (or 1/0), one per question")
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)):
+        raise TypeError(f"confidence must be a number such as 0.95, got {confidence!r}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be strictly between 0 and 1 (e.g. 0.95), got {confidence}")
     values = values.astype(float)
@@ -305,8 +321,10 @@ def accuracy_table(results: pd.DataFrame, by: str = "subject", confidence: float
 
     Columns: `by`, n, correct, accuracy, ci_low, ci_high, chance (mean of 1 / options), above_chance.
     """
-    if not isinstance(results, pd.DataFrame) or not {"correct", "logprobs", by} <= set(results.columns):
-        raise TypeError(f"results must be a DataFrame from evaluate_multiple_choice with a {by!r} column")
+    if not isinstance(results, pd.DataFrame) or not {"correct", "logprobs"} <= set(results.columns):
+        raise TypeError("results must be a DataFrame from evaluate_multiple_choice")
+    if by not in results.columns:
+        raise ValueError(f"by={by!r} is not a column of results; choose one of {list(results.columns)}")
     groups = [(name, frame) for name, frame in results.groupby(by, sort=True)] + [("all", results)]
     rows = []
     for name, frame in groups:

@@ -31,6 +31,8 @@ def project_data_dir() -> Path:
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Read DialogSum-format JSONL (keys id or fname, dialogue, summary, optional topic), checking each row."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path, not {type(path).__name__}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path={str(path)!r} is not a file; give a DialogSum-format .jsonl file")

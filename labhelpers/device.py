@@ -137,6 +137,19 @@ def pick_device(prefer: str | None = None):
     return torch.device("cpu")
 
 
+def as_device(device=None):
+    """`device` (a name such as "cuda:1" or a torch.device) as a torch.device; None: `pick_device()`."""
+    import torch
+
+    if device is None:
+        return pick_device()
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={device!r} is unknown; use 'cuda', 'cuda:N', 'mps' or 'cpu' (or a torch.device)") \
+            from None
+
+
 def choose_dtype(device=None):
     """Compute dtype for a device: bf16 where it really works, fp16 on older GPUs, fp32 otherwise.
 
@@ -144,7 +157,7 @@ def choose_dtype(device=None):
     """
     import torch
 
-    device = torch.device(device) if device is not None else pick_device()
+    device = as_device(device)
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "mps":
@@ -161,7 +174,7 @@ def trainer_precision(device=None) -> dict[str, bool]:
     """Precision flags for transformers/TRL training arguments (TRL defaults bf16=True; never on CPU)."""
     import torch
 
-    device = torch.device(device) if device is not None else pick_device()
+    device = as_device(device)
     dtype = choose_dtype(device)
     return {
         "bf16": device.type == "cuda" and dtype == torch.bfloat16,

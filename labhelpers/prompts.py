@@ -76,9 +76,21 @@ def _check_dialogue(dialogue, argument: str = "dialogue") -> str:
 
 def _pairs(examples: Sequence) -> list[tuple[str, str]]:
     """Examples as (dialogue, summary) pairs, from dicts with those keys or from pairs."""
+    if isinstance(examples, (str, bytes, Mapping)) or not hasattr(examples, "__iter__"):
+        raise TypeError(f"examples must be a list of worked examples (dicts with dialogue and summary, or pairs), "
+                        f"not {type(examples).__name__}")
     pairs = []
     for i, ex in enumerate(examples):
-        dialogue, summary = (ex["dialogue"], ex["summary"]) if isinstance(ex, Mapping) else ex
+        if isinstance(ex, Mapping):
+            missing = [key for key in ("dialogue", "summary") if key not in ex]
+            if missing:
+                raise ValueError(f"examples[{i}] lacks {missing}; each worked example needs a dialogue and a summary")
+            dialogue, summary = ex["dialogue"], ex["summary"]
+        elif isinstance(ex, (list, tuple)) and len(ex) == 2:
+            dialogue, summary = ex
+        else:
+            raise TypeError(f"examples[{i}] must be a dict with dialogue and summary, or a (dialogue, summary) pair; "
+                            f"got {type(ex).__name__}" + (f" of {len(ex)}" if isinstance(ex, (list, tuple)) else ""))
         pairs.append((_check_dialogue(dialogue, f"examples[{i}].dialogue"),
                       _check_dialogue(summary, f"examples[{i}].summary")))
     return pairs
@@ -102,6 +114,8 @@ def build_chat(dialogue: str, examples: Sequence = (), template: str | Template 
 
 def uses_chat_template(tokenizer, chat: bool | None = None) -> bool:
     """Whether prompts go through the tokenizer's chat template (default: whenever it has one)."""
+    if chat is not None and not isinstance(chat, bool):
+        raise TypeError(f"chat={chat!r} must be True, False or None (None: whenever the tokenizer has a chat template)")
     has = bool(getattr(tokenizer, "chat_template", None))
     if chat and not has:
         raise ValueError("chat=True but this tokenizer has no chat template; use chat=None or False")
@@ -110,6 +124,7 @@ def uses_chat_template(tokenizer, chat: bool | None = None) -> bool:
 
 def model_input(tokenizer, prompt: str | list[dict], chat: bool | None = None) -> str:
     """The exact text the model reads for a prompt (chat template applied when the model has one)."""
+    check_prompt(prompt)
     if uses_chat_template(tokenizer, chat):
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -122,6 +137,16 @@ def model_input(tokenizer, prompt: str | list[dict], chat: bool | None = None) -
         else:
             blocks.append(message["content"])
     return SHOT_SEPARATOR.join(blocks)
+
+
+def check_prompt(prompt, argument: str = "prompt") -> None:
+    """Refuse a prompt that is neither text nor a list of chat messages, naming `argument`."""
+    if isinstance(prompt, str):
+        return
+    if not isinstance(prompt, list) or not all(isinstance(m, Mapping) and "role" in m and "content" in m
+                                               for m in prompt):
+        raise TypeError(f"{argument} must be a string or a list of chat messages "
+                        f"({{'role': ..., 'content': ...}}), not {type(prompt).__name__}")
 
 
 def count_tokens(tokenizer, prompt: str | list[dict], chat: bool | None = None) -> int:
@@ -145,7 +170,8 @@ def context_window(tokenizer, model=None) -> int:
     if isinstance(tok_max, int) and 0 < tok_max < 10**7:
         limits.append(tok_max)
     if not limits:
-        raise ValueError("cannot tell this model's context window; pass max_tokens explicitly")
+        raise ValueError(f"cannot tell the context window: neither the model's config nor the tokenizer "
+                         f"({type(tokenizer).__name__}) gives a length limit; pass max_tokens explicitly")
     return min(limits)
 
 
@@ -202,7 +228,15 @@ def select_examples(pool: Sequence[Mapping], k: int, seed: int = 0, exclude_ids:
     """Pick k worked examples from a pool (a train split), seeded; optionally only short ones."""
     if not isinstance(k, int) or k < 0:
         raise ValueError(f"k={k!r} must be a non-negative number of examples")
-    candidates = [dict(ex) for ex in pool if ex.get("id") not in set(exclude_ids)
+    if isinstance(pool, (str, bytes, Mapping)) or not hasattr(pool, "__iter__"):
+        raise TypeError(f"pool must be a list of dialogue rows or a dataset split, not {type(pool).__name__}")
+    rows = list(pool)
+    for i, ex in enumerate(rows):
+        if not isinstance(ex, Mapping) or "dialogue" not in ex:
+            raise ValueError(f"pool[{i}] must be a dialogue row (a dict with 'dialogue' and 'summary'), got "
+                             f"{type(ex).__name__}" + (f" with keys {sorted(ex)}" if isinstance(ex, Mapping) else ""))
+    excluded = set(exclude_ids)
+    candidates = [dict(ex) for ex in rows if ex.get("id") not in excluded
                   and (max_chars is None or len(ex["dialogue"]) <= max_chars)]
     if k > len(candidates):
         raise ValueError(f"k={k} examples asked for but only {len(candidates)} qualify in the pool")

@@ -36,6 +36,20 @@ def _positive(value, argument: str) -> np.ndarray:
     return arr
 
 
+def _one(value, argument: str) -> float:
+    """`value` as one positive, finite number, else a one-line ValueError."""
+    arr = _positive(value, argument)
+    if arr.size != 1:
+        raise ValueError(f"{argument} must be one number, got {arr.size}; call once per value")
+    return float(arr.reshape(()))
+
+
+def _check_fit(fit) -> None:
+    if not isinstance(fit, ChinchillaFit):
+        raise TypeError(f"fit must be a ChinchillaFit such as HOFFMANN_2022 or BESIROGLU_2024, "
+                        f"not {type(fit).__name__}")
+
+
 def _out(arr: np.ndarray):
     return float(arr) if arr.ndim == 0 else arr
 
@@ -92,6 +106,7 @@ KAPLAN_D_C, KAPLAN_ALPHA_D = 5.4e13, 0.095
 
 def chinchilla_loss(n_params, n_tokens, fit: ChinchillaFit = HOFFMANN_2022):
     """Chinchilla's fitted loss L(N, D) = E + A/N^alpha + B/D^beta (default: the published approach-3 constants)."""
+    _check_fit(fit)
     return fit.loss(n_params, n_tokens)
 
 
@@ -124,7 +139,8 @@ def compute_optimal(flops, fit: ChinchillaFit = HOFFMANN_2022) -> ComputeOptimal
     N_opt = G (C/6)^a and D_opt = (C/6)^b / G, with a = beta/(alpha+beta), b = alpha/(alpha+beta),
     G = (alpha A / (beta B))^(1/(alpha+beta)).
     """
-    c = float(_positive(flops, "flops"))
+    c = _one(flops, "flops")
+    _check_fit(fit)
     g = (fit.alpha * fit.A / (fit.beta * fit.B)) ** (1 / (fit.alpha + fit.beta))
     n = g * (c / FLOPS_PER_PARAM_PER_TOKEN) ** (fit.beta / (fit.alpha + fit.beta))
     d = c / (FLOPS_PER_PARAM_PER_TOKEN * n)
@@ -134,8 +150,9 @@ def compute_optimal(flops, fit: ChinchillaFit = HOFFMANN_2022) -> ComputeOptimal
 def compute_optimal_by_rule(flops, tokens_per_param: float = CHINCHILLA_TOKENS_PER_PARAM,
                             fit: ChinchillaFit = HOFFMANN_2022) -> ComputeOptimal:
     """N and D with D = k N and C = 6 N D, i.e. N = sqrt(C / 6k): the "20 tokens per parameter" rule of thumb."""
-    c = float(_positive(flops, "flops"))
-    k = float(_positive(tokens_per_param, "tokens_per_param"))
+    c = _one(flops, "flops")
+    k = _one(tokens_per_param, "tokens_per_param")
+    _check_fit(fit)
     n = math.sqrt(c / (FLOPS_PER_PARAM_PER_TOKEN * k))
     return ComputeOptimal(c, n, k * n, float(fit.loss(n, k * n)))
 
@@ -168,6 +185,15 @@ def known_models_table(models: Sequence[KnownModel] = KNOWN_MODELS, fit: Chinchi
     """The known models with their training FLOPs (6ND), PF/s-days, tokens per parameter and Chinchilla-rule size."""
     import pandas as pd
 
+    if isinstance(models, (str, bytes)) or not hasattr(models, "__iter__"):
+        raise TypeError(f"models must be a list of KnownModel, not {type(models).__name__}")
+    models = list(models)
+    if not models:
+        raise ValueError("models is empty; pass at least one KnownModel (default: KNOWN_MODELS)")
+    for i, m in enumerate(models):
+        if not isinstance(m, KnownModel):
+            raise TypeError(f"models[{i}] must be a KnownModel(name, n_params, n_tokens, source), not {m!r}")
+    _check_fit(fit)
     rows = []
     for m in models:
         flops = training_flops(m.n_params, m.n_tokens)

@@ -8,8 +8,10 @@ What this module guarantees, so the labs can teach with it:
   and the output layer runs only at those positions (same loss, less work and memory);
 - batches are padded to their own longest example (never to a global maximum), optionally grouped
   by length, and an example longer than `max_length` is dropped and counted, never truncated;
-- a run is seeded and repeats exactly on a CPU; checkpoints resume after an interruption, and an
-  output folder that holds another run's work is refused unless you say what to do with it;
+- a run is seeded and repeats exactly on a CPU; checkpoints resume after an interruption (each is
+  written whole under a hidden name, then renamed, so a killed process never leaves a half one; a
+  damaged one is named on resume), and an output folder that holds another run's work is refused
+  unless you say what to do with it;
 - with `adapter=` (a peft config, see labhelpers.adapters) only the adapter trains, on a copy of the
   base, and only the adapter is saved: `load_fine_tuned` puts it back onto a fresh base.
 """
@@ -33,6 +35,7 @@ from .prompts import Template, build_chat, build_prompt, get_template, model_inp
 IGNORE_INDEX = -100
 RUN_FILE = "labhelpers-run.json"  # written into output_dir: the config that made this run
 FINAL_DIR = "final"
+CHECKPOINT_STAGING = ".checkpoint-partial"  # a checkpoint is written here whole, then renamed to checkpoint-N
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,9 +75,14 @@ def task_prompt(row: Mapping, task: str | Task = "summary", *, chat: bool = True
 
 
 def _rows(rows, argument: str = "rows") -> list[dict]:
-    if isinstance(rows, (str, bytes, Mapping)):
+    if isinstance(rows, (str, bytes, Mapping)) or not hasattr(rows, "__iter__"):
         raise TypeError(f"{argument} must be a list of dialogue rows or a dataset split, not {type(rows).__name__}")
-    out = [dict(r) for r in rows]
+    out = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise TypeError(f"{argument}[{i}] must be a dialogue row (a dict with 'dialogue', 'summary', ...), "
+                            f"not {type(row).__name__}")
+        out.append(dict(row))
     if not out:
         raise ValueError(f"{argument} is empty; give at least one dialogue (check the split you passed)")
     return out
@@ -156,6 +164,9 @@ def build_instruction_data(rows, tokenizer, model, tasks: Sequence[str | Task] |
     from .prompts import context_window
 
     rows = _rows(rows)
+    if not callable(tokenizer) or not hasattr(tokenizer, "decode"):
+        raise TypeError(f"tokenizer must be a transformers tokenizer (load_model returns one with the model), "
+                        f"not {type(tokenizer).__name__}")
     task_list = [get_task(t) for t in ([tasks] if isinstance(tasks, (str, Task)) else list(tasks))]
     if not task_list:
         raise ValueError("tasks is empty; name at least one task, e.g. 'summary'")
@@ -343,34 +354,69 @@ def _prepare_output_dir(output_dir, if_exists: str, run: dict) -> tuple[Path | N
         if occupied:
             shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / RUN_FILE).write_text(json.dumps(run, indent=1, default=str))
+        _write_text_atomic(folder / RUN_FILE, json.dumps(run, indent=1, default=str))
         return folder, None
-    recorded = None
+    recorded, unreadable = None, False
     if (folder / RUN_FILE).exists():
         try:
             recorded = json.loads((folder / RUN_FILE).read_text())
         except ValueError:
-            recorded = None
+            unreadable = True
     if (folder / FINAL_DIR).exists():
         raise FileExistsError(f"output_dir={str(folder)!r} holds a finished model; pass if_exists='overwrite' to "
                               "replace it, or choose another output_dir")
     if if_exists == "error":
         raise FileExistsError(f"output_dir={str(folder)!r} holds an unfinished run; pass if_exists='resume' to "
                               "continue it, if_exists='overwrite' to start again, or choose another output_dir")
-    if recorded is None or recorded.get("fingerprint") != run["fingerprint"]:
+    if unreadable:
+        raise FileExistsError(f"{folder / RUN_FILE} is damaged, so its checkpoints cannot be matched to this run; "
+                              "use if_exists='overwrite' or another output_dir")
+    if not isinstance(recorded, dict) or recorded.get("fingerprint") != run["fingerprint"]:
         raise FileExistsError(f"output_dir={str(folder)!r} holds another run's checkpoints (different model, data or "
                               "settings); use if_exists='overwrite' or another output_dir")
     found = _checkpoints(folder)
+    if found:
+        _check_checkpoint(found[-1])
     return folder, str(found[-1]) if found else None
+
+
+def _check_checkpoint(checkpoint: Path) -> None:
+    """Refuse to resume from a checkpoint with a truncated or corrupt file, naming it and the way out."""
+    from .models import DamagedFileError, damaged_file
+
+    damage = damaged_file(checkpoint, torch_files=True)
+    if damage:
+        earlier = [c for c in _checkpoints(checkpoint.parent) if c != checkpoint]
+        then = f"continues from {earlier[-1].name}" if earlier else "starts from the beginning"
+        raise DamagedFileError(f"checkpoint file {damage[0]} is damaged ({damage[1]}); delete {checkpoint} and run "
+                               f"again with if_exists='resume' (it then {then})")
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _save_failed(err: OSError, what: str, folder: Path) -> OSError:
+    """A failed save (a full disk, most often) as one line: what was kept and how to go on."""
+    kept = _checkpoints(folder)
+    intact = f"{kept[-1].name} is intact" if kept else "no checkpoint was kept"
+    return OSError(err.errno, f"could not write {what} ({err.strerror or err}); {intact}: free disk space, then "
+                              f"run fine_tune again with if_exists='resume'")
 
 
 def _atomic_save(model, tokenizer, final: Path) -> None:
     staging = final.with_name(final.name + ".partial")
     if staging.exists():
         shutil.rmtree(staging)
-    model.save_pretrained(staging, safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(staging)
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging)
+    except OSError as err:
+        shutil.rmtree(staging, ignore_errors=True)  # give back the space the half-written model took
+        raise _save_failed(err, f"the final model to {final}", final.parent) from err
     os.replace(staging, final)
 
 
@@ -383,6 +429,33 @@ def _make_trainer_class():
 
         loss_is_scaled_for_ga = False  # our loss is a per-batch mean: let the Trainer divide by accumulation
         _tokens = 0  # a tensor on the model's device once training starts (no host sync per step)
+        _staging: str | None = None  # set while a checkpoint is being written (see _save_checkpoint)
+
+        def _get_output_dir(self, trial):
+            return self._staging or super()._get_output_dir(trial)
+
+        def _save_checkpoint(self, model, trial):
+            """Write checkpoint-N whole into a hidden folder, rename it into place, then drop the older one:
+            a kill or a full disk mid-save never leaves a half-written checkpoint-N for a resume to pick."""
+            run_dir = Path(super()._get_output_dir(trial))
+            name = f"checkpoint-{self.state.global_step}"
+            staging = run_dir / CHECKPOINT_STAGING
+            shutil.rmtree(staging, ignore_errors=True)
+            self._staging = str(staging)
+            try:
+                super()._save_checkpoint(model, trial)
+            except OSError as err:
+                shutil.rmtree(staging, ignore_errors=True)  # give back the space the half checkpoint took
+                raise _save_failed(err, f"{name} in {run_dir}", run_dir) from err
+            finally:
+                self._staging = None
+            target = run_dir / name
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(staging / name, target)
+            shutil.rmtree(staging, ignore_errors=True)
+            for older in _checkpoints(run_dir)[:-1]:
+                shutil.rmtree(older, ignore_errors=True)  # only the newest is kept
 
         @property
         def tokens_seen(self) -> int:
@@ -587,7 +660,7 @@ def fine_tune(base_model, tokenizer, train, validation=None, *, tasks: Sequence[
         model.config.use_cache = True
     if folder is not None:
         _atomic_save(model, tokenizer, folder / FINAL_DIR)
-        for checkpoint in _checkpoints(folder):
+        for checkpoint in _checkpoints(folder) + [folder / CHECKPOINT_STAGING]:
             shutil.rmtree(checkpoint, ignore_errors=True)  # the final model supersedes them
     full = _History(False, title)  # the whole run's log, also the part before a resume
     for logs in trainer.state.log_history:
@@ -608,16 +681,24 @@ def load_fine_tuned(output_dir: str | os.PathLike, *, base_model=None, device=No
     (`device` and `dtype` apply to that load only; a given base_model keeps its own).
     The model comes back as a PeftModel in eval mode; `adapters.merge_adapter` makes a plain one of it.
     """
-    from .models import load_model
+    from .models import DamagedFileError, damaged_file, load_model
 
+    if not isinstance(output_dir, (str, os.PathLike)):
+        raise TypeError(f"output_dir must be a folder path, not {type(output_dir).__name__}")
     folder = Path(output_dir).expanduser()
     final = folder / FINAL_DIR if (folder / FINAL_DIR).is_dir() else folder
-    if (final / "adapter_config.json").exists():
-        return _load_fine_tuned_adapter(final, base_model, device=device, dtype=dtype)
-    if not (final / "config.json").exists():
+    adapter = (final / "adapter_config.json").exists()
+    if not adapter and not (final / "config.json").exists():
         raise FileNotFoundError(f"no finished model in {str(folder)!r}: expected {final}/config.json (or "
                                 "adapter_config.json) from a completed fine_tune run (an interrupted run can "
                                 "continue with if_exists='resume')")
+    damage = damaged_file(final)
+    if damage:
+        run_dir = final.parent if final.name == FINAL_DIR else final
+        raise DamagedFileError(f"saved model file {damage[0]} is damaged ({damage[1]}); train it again: run its "
+                               f"fine_tune with output_dir={str(run_dir)!r} and if_exists='overwrite'")
+    if adapter:
+        return _load_fine_tuned_adapter(final, base_model, device=device, dtype=dtype)
     return load_model(str(final), device=device, dtype=dtype)
 
 
