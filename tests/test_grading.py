@@ -8,6 +8,7 @@ import csv
 import hashlib
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -122,6 +123,30 @@ def test_committed_student_copies_are_what_release_makes_now(tmp_path):
     assert not problems, ("student/ is stale: run `python -m labhelpers.grading release notebooks/ student/`\n"
                           + "\n".join(problems))
     assert (ROOT / "student" / "01_in_context_learning.ipynb").is_file()
+
+
+GRADED_LABS = ("01", "02", "03", "04", "05", "06", "07", "08")  # the labs that hand out exercises
+
+
+@pytest.mark.parametrize("number", GRADED_LABS)
+def test_graded_labs_state_each_exercise_and_check_it(number):
+    path = next((ROOT / "notebooks").glob(f"{number}_*.ipynb"))
+    nb = nbformat.read(str(path), as_version=4)
+    found = grading.exercises_in(nb, path.name)
+    assert len(found) >= 2, f"{path.name} declares {len(found)} exercises; the graded labs hold at least two"
+    assert (ROOT / "student" / path.name).is_file(), f"no student copy of {path.name}"
+    for ex in found:
+        heading = re.compile(rf"^### Exercise {re.escape(ex.id)} \((\d+(?:\.\d+)?) points?\)", re.M)
+        tasks = [i for i, c in enumerate(nb.cells[:ex.cell_index]) if c.cell_type == "markdown" and heading.search(c.source)]
+        assert tasks, f"{path.name} {ex.id}: no markdown cell '### Exercise {ex.id} (N points): ...' above its checks"
+        task = tasks[-1]
+        assert float(heading.search(nb.cells[task].source).group(1)) == ex.points, \
+            f"{path.name} {ex.id}: the task states other points than @exercise(points={ex.points:g})"
+        between = [c for c in nb.cells[task + 1:ex.cell_index] if c.cell_type == "code"]
+        assert any(grading.SOLUTION_BEGIN in c.source for c in between), \
+            f"{path.name} {ex.id}: no solution cell between the task and the checks"
+        assert grading.HIDDEN_BEGIN in ex.source, f"{path.name} {ex.id}: no hidden checks"
+        assert f'check("{ex.id}")' in nb.cells[ex.cell_index].source, f"{path.name} {ex.id}: its cell never calls check"
 
 
 def test_release_then_validate_round_trip(lab, tmp_path):
