@@ -23,7 +23,8 @@ from pathlib import Path
 
 from .synthetic import _Builder, _render
 
-__all__ = ["HOSTILE_SCENARIOS", "HOSTILE_SPLIT", "TINY_HOSTILE_SIZES", "build_hostile_data",
+__all__ = ["HOSTILE_SCENARIOS", "HOSTILE_SPLIT", "TINY_HOSTILE_SIZES", "CARELESS_TRAINING", "build_hostile_data",
+           "careless_summaries", "careless_summariser",
            "generate_hostile_dialogues", "hostile_data_dir", "load_hostile_dialogues"]
 
 HOSTILE_SPLIT = {"train": 8, "validation": 1, "test": 3}  # dialogues per scenario in each split (x 12 scenarios)
@@ -52,6 +53,8 @@ _CALM = ("I understand you're upset, but please don't speak to me like that.",
          "Shouting at me won't make it quicker, but I do want to fix this.")
 _RUDE_SUMMARY = ("insults <B> repeatedly", "swears at <B> and calls <B> names", "is rude and insulting to <B>",
                  "shouts at <B> and insults <B>", "loses their temper and insults <B>")
+# The same place in a careless summary: {q} is the hostile speaker's most insulting sentences, word for word
+_QUOTED_RUDE = ('shouts "{q}" at <B>', 'tells <B> "{q}"', 'yells at <B>: "{q}"', 'snaps "{q}" at <B>')
 
 
 def _fill_insults(d: _Builder) -> None:
@@ -391,6 +394,22 @@ _REGISTRY = {
 HOSTILE_SCENARIOS: tuple[str, ...] = tuple(_REGISTRY)
 
 
+def _quote(d: _Builder, rng: random.Random) -> str:
+    """What a careless summary says in place of {rude}: the hostile speaker's two most insulting sentences, quoted
+    word for word (the neutral phrase when no sentence of theirs holds an insult). Insults and swears count twice,
+    adjectives once. Its own rng, so the dialogues and references stay as they were."""
+    weights = {d.slots[key].lower(): 2 for key in ("n1", "n2", "sw", "off", "junk")}
+    weights.update({d.slots[key].lower(): 1 for key in ("a1", "a2")})
+    sentences = [part.strip() for turn in d.turns if turn and turn[0] == "A"
+                 for part in re.split(r"(?<=[.!?])\s+", turn[1]) if part.strip()]
+    scores = [sum(w for word, w in weights.items() if word in sentence.lower()) for sentence in sentences]
+    ranked = sorted((i for i, score in enumerate(scores) if score > 0), key=lambda i: (-scores[i], i))[:2]
+    if not ranked:
+        return d.slots["rude"]
+    quote = " ".join(sentences[i] for i in sorted(ranked)).rstrip(".")
+    return rng.choice(_QUOTED_RUDE).format(q=quote[0].upper() + quote[1:])
+
+
 _SENTENCE_START = re.compile(r"([.!?] )([a-z])")
 
 
@@ -399,7 +418,9 @@ def _one(seed: int, index: int, scenario: str) -> dict:
     topic, template = _REGISTRY[scenario]
     d = _Builder(rng)
     _fill_insults(d)
-    summary = d.fmt(template(d))
+    text = template(d)
+    summary = d.fmt(text)
+    quoting = text.format_map({**d.slots, "rude": _quote(d, random.Random(f"hostile-quoting:{seed}:{index}"))})
     merged: list[tuple[str, str]] = []
     for role, text in d.turns:
         text = _SENTENCE_START.sub(lambda m: m.group(1) + m.group(2).upper(), text[0].upper() + text[1:])
@@ -408,11 +429,16 @@ def _one(seed: int, index: int, scenario: str) -> dict:
         else:
             merged.append((role, text))
     dialogue, summary = _render(merged, summary)
-    return {"dialogue": dialogue, "summary": summary, "topic": topic}
+    quoting = _render(merged, quoting)[1]
+    return {"dialogue": dialogue, "summary": summary, "topic": topic, "quoting_summary": quoting}
 
 
 def generate_hostile_dialogues(n: int, seed: int = 0, id_prefix: str = "hostile") -> list[dict]:
-    """n hostile dialogues (id, dialogue, summary, topic), cycling through the scenarios; seeded, repeatable."""
+    """n hostile dialogues (id, dialogue, summary, topic, quoting_summary), cycling through the scenarios; seeded.
+
+    `summary` reports the conflict in neutral words; `quoting_summary` is the same summary with the insults
+    repeated word for word, what a careless summariser writes (lab 09 starts from one).
+    """
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n={n!r} must be a whole number >= 0")
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -457,7 +483,10 @@ def build_hostile_data(folder: str | os.PathLike | None = None, seed: int = DATA
 
 
 def load_hostile_dialogues(profile=None, *, seed: int = 0):
-    """Hostile dialogues as a DatasetDict (train / validation / test): generated on `tiny`, else the committed set."""
+    """Hostile dialogues as a DatasetDict (train / validation / test): generated on `tiny`, else the committed set.
+
+    Besides the DialogSum columns each split has `quoting_summary` (see generate_hostile_dialogues).
+    """
     from .data import DataUnavailableError, _from_folder, _to_dataset_dict
     from .profiles import get_profile
 
@@ -466,9 +495,66 @@ def load_hostile_dialogues(profile=None, *, seed: int = 0):
         total = sum(TINY_HOSTILE_SIZES.values())
         rows = generate_hostile_dialogues(total, seed=seed, id_prefix="tiny-hostile")
         cut1, cut2 = TINY_HOSTILE_SIZES["train"], TINY_HOSTILE_SIZES["train"] + TINY_HOSTILE_SIZES["validation"]
-        return _to_dataset_dict({"train": rows[:cut1], "validation": rows[cut1:cut2], "test": rows[cut2:]})
-    folder = hostile_data_dir()
-    if not folder.is_dir():
-        raise DataUnavailableError(f"the hostile dialogues are not at {folder}; run "
-                                   "labhelpers.hostile.build_hostile_data() or use a checkout of the project")
-    return _from_folder(folder)
+        splits = {"train": rows[:cut1], "validation": rows[cut1:cut2], "test": rows[cut2:]}
+        quoting = {name: [r["quoting_summary"] for r in split] for name, split in splits.items()}
+        ds = _to_dataset_dict(splits)
+    else:
+        folder = hostile_data_dir()
+        if not folder.is_dir():
+            raise DataUnavailableError(f"the hostile dialogues are not at {folder}; run "
+                                       "labhelpers.hostile.build_hostile_data() or use a checkout of the project")
+        ds = _from_folder(folder)
+        quoting = {}
+        for name in ds:
+            with (folder / f"{name}.jsonl").open(encoding="utf-8") as fh:
+                raw = [json.loads(line) for line in fh if line.strip()]
+            if any(not isinstance(r.get("quoting_summary"), str) or not r["quoting_summary"] for r in raw):
+                raise DataUnavailableError(f"{folder / (name + '.jsonl')} lacks quoting_summary in some rows; "
+                                           "rewrite the set with labhelpers.hostile.build_hostile_data()")
+            quoting[name] = [r["quoting_summary"] for r in raw]
+    for name in ds:
+        ds[name] = ds[name].add_column("quoting_summary", quoting[name])
+    return ds
+
+
+def careless_summaries(rows, share: float = 2 / 3, seed: int = 0) -> list[dict]:
+    """Training rows for a careless summariser: for a seeded `share` of the dialogues the target `summary` is the
+    quoting one (insults repeated), for the rest the neutral reference. Both styles are then in the model."""
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+        raise ValueError(f"share={share!r} must be a fraction between 0 and 1")
+    rows = [dict(r) for r in rows]
+    if not rows or "quoting_summary" not in rows[0]:
+        raise ValueError("rows must be hostile dialogues with a quoting_summary column (load_hostile_dialogues)")
+    rng = random.Random(f"careless:{seed}")
+    picked = set(rng.sample(range(len(rows)), round(share * len(rows))))
+    return [{**r, "summary": r["quoting_summary"] if i in picked else r["summary"]} for i, r in enumerate(rows)]
+
+
+# How the careless summariser is trained, per profile: LoRA r=16 on the attention projections, one run.
+CARELESS_TRAINING = {"tiny": {"steps": 4, "batch_size": 4, "learning_rate": 1e-3},
+                     "embedded": {"steps": 16, "batch_size": 8, "learning_rate": 3e-3},
+                     "course": {"steps": 100, "batch_size": 8, "learning_rate": 1e-3}}
+
+
+def careless_summariser(model, tokenizer, dialogues, profile=None, *, output_dir, reuse: bool = False,
+                        share: float = 2 / 3, live_plot: bool | None = None, progress: bool = True):
+    """The summariser the RLHF labs start from: `model` LoRA-tuned on careless summaries, the adapter merged.
+
+    Returns (merged model, FineTuneResult, or None when a finished run in `output_dir` was reused).
+    With `reuse=False` it trains, replacing what `output_dir` held; with `reuse=True` it loads a finished
+    run from `output_dir` when there is one (lab 10 reuses lab 09's) and trains otherwise.
+    """
+    from .adapters import lora_config, merge_adapter
+    from .profiles import get_profile
+    from .train import FINAL_DIR, TrainConfig, fine_tune, load_fine_tuned
+
+    prof = get_profile(profile)
+    folder = Path(output_dir)
+    if reuse and (folder / FINAL_DIR / "adapter_config.json").is_file():
+        return merge_adapter(load_fine_tuned(folder, base_model=model)), None
+    settings = CARELESS_TRAINING.get(prof.name, CARELESS_TRAINING["embedded"])
+    result = fine_tune(model, tokenizer, careless_summaries(dialogues["train"], share, seed=prof.seed),
+                       dialogues["validation"], config=TrainConfig(seed=prof.seed, **settings),
+                       adapter=lora_config(model, r=16), output_dir=folder, if_exists="overwrite",
+                       live_plot=live_plot, progress=progress, title="the careless summariser")
+    return merge_adapter(result.model), result

@@ -9,7 +9,7 @@ import pytest
 
 from labhelpers.data import COLUMNS, SPLITS, read_jsonl
 from labhelpers.hostile import (HOSTILE_SCENARIOS, HOSTILE_SPLIT, TINY_HOSTILE_SIZES, build_hostile_data,
-                                generate_hostile_dialogues, hostile_data_dir, load_hostile_dialogues)
+                                careless_summaries, generate_hostile_dialogues, hostile_data_dir, load_hostile_dialogues)
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def test_committed_rows_are_valid_and_split_as_documented(committed):
     for split in SPLITS:
         rows = read_jsonl(hostile_data_dir() / f"{split}.jsonl")  # read_jsonl checks each row
         assert len(rows) == HOSTILE_SPLIT[split] * len(HOSTILE_SCENARIOS)
-        assert committed[split].column_names == list(COLUMNS)
+        assert committed[split].column_names == list(COLUMNS) + ["quoting_summary"]
         # every setting in every split, with #Person1# opening each dialogue
         assert sorted(set(committed[split]["topic"])) == sorted({r["topic"] for r in rows})
         assert len(set(committed[split]["topic"])) == len(HOSTILE_SCENARIOS)
@@ -70,3 +70,39 @@ def test_generation_is_seeded_and_checks_its_arguments():
         generate_hostile_dialogues(-1)
     with pytest.raises(ValueError, match="seed="):
         generate_hostile_dialogues(2, seed="x")
+
+
+@pytest.mark.parametrize("scorer_name", ["ProfanityCheckScorer", "SafeTypeScorer"])
+def test_quoting_summaries_repeat_the_insults_and_keep_the_facts(committed, scorer_name):
+    import labhelpers.rewards as rewards
+
+    scorer = getattr(rewards, scorer_name)()
+    rows = [r for s in SPLITS for r in committed[s]]
+    quoting = scorer.toxicity([r["quoting_summary"] for r in rows])
+    neutral = scorer.toxicity([r["summary"] for r in rows])
+    assert quoting.mean() > neutral.mean() + 0.2  # measured: 0.71 vs 0.03 and 0.27 vs 0.00
+    # the insults are the dialogue's own: every quoted word of a quoting summary was said in its dialogue
+    for r in rows:
+        for quote in r["quoting_summary"].split('"')[1::2]:
+            words = [w.strip(",.!?").lower() for w in quote.split()]
+            assert all(w in r["dialogue"].lower() for w in words if w), (quote, r["dialogue"])
+    # the same facts: a quoting summary differs from its reference only where the reference said "insults"
+    differ = sum(r["quoting_summary"] != r["summary"] for r in rows)
+    assert differ >= 0.9 * len(rows)
+
+
+def test_careless_summaries_mix_the_two_styles_as_asked(committed):
+    train = committed["train"]
+    rows = careless_summaries(train, share=0.75, seed=3)
+    changed = [r["summary"] != ref for r, ref in zip(rows, train["summary"])]
+    assert all(r["summary"] == r["quoting_summary"] for r, c in zip(rows, changed) if c)
+    same = sum(q == ref for q, ref in zip(train["quoting_summary"], train["summary"]))  # no insult in the template
+    assert round(0.75 * len(rows)) - same <= sum(changed) <= round(0.75 * len(rows))
+    assert careless_summaries(train, share=0.75, seed=3) == rows
+    assert careless_summaries(train, share=0.75, seed=4) != rows
+    assert [r["summary"] for r in careless_summaries(train, share=0.0)] == train["summary"]
+    assert [r["summary"] for r in careless_summaries(train, share=1.0)] == train["quoting_summary"]
+    with pytest.raises(ValueError, match="share="):
+        careless_summaries(train, share=1.5)
+    with pytest.raises(ValueError, match="quoting_summary"):
+        careless_summaries([{"dialogue": "a", "summary": "b"}])
