@@ -441,3 +441,27 @@ def test_qlora_without_bitsandbytes_says_so(monkeypatch):
     assert reason == "QLoRA needs a CUDA GPU and bitsandbytes; bitsandbytes is not installed (pip install bitsandbytes)"
     with pytest.raises(RuntimeError, match="bitsandbytes is not installed"):
         load_model_4bit("tiny-llama", profile="tiny")
+
+
+def test_lora_on_the_top_blocks_only_and_the_backward_pass_stops_there(tiny_llama):
+    base, _ = tiny_llama
+    depth = base.config.num_hidden_layers
+    top = [depth - 1]
+    model = add_adapter(base, lora_config(base, r=4, layers=top))
+    adapted = {n.split(".layers.")[1].split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert adapted == {str(depth - 1)}
+    full = trainable_summary(add_adapter(base, lora_config(base, r=4)))["trainable"]
+    assert trainable_summary(model)["trainable"] * depth == full
+    # nothing below the adapted block needs a gradient: autograd records no graph there
+    seen = []
+    hooks = [layer.register_forward_hook(lambda m, i, o, k=k: seen.append((k, (o[0] if isinstance(o, tuple) else o)
+                                                                            .requires_grad)))
+             for k, layer in enumerate(model.get_base_model().model.layers)]
+    model.train()
+    model(input_ids=torch.tensor([[1, 2, 3, 4]])).logits.sum().backward()
+    for h in hooks:
+        h.remove()
+    assert dict(seen) == {k: k >= depth - 1 for k in range(depth)}
+    for bad in ([depth], [-1], [], "1"):
+        with pytest.raises((ValueError, TypeError), match="layers"):
+            lora_config(base, layers=bad)
