@@ -381,6 +381,54 @@ def _clock(device) -> float:
     return time.perf_counter()
 
 
+def encode_prompts(tokenizer, prompts, family: str, chat: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts (texts, chat messages or token-id lists) -> padded ids and attention mask on `device`.
+
+    Causal prompts are padded on the left (the response follows them), seq2seq prompts on the right.
+    """
+    from .prompts import model_input
+
+    if isinstance(prompts, (str, dict)) or len(prompts) == 0:
+        raise ValueError("prompts must be a non-empty list of prompts")
+    if all(isinstance(p, (list, tuple)) and p and all(isinstance(t, int) for t in p) for p in prompts):
+        encoded = {"input_ids": [list(p) for p in prompts], "attention_mask": [[1] * len(p) for p in prompts]}
+    else:
+        texts = [model_input(tokenizer, p, chat) for p in prompts]
+        encoded = tokenizer(texts, add_special_tokens=not chat)
+    tokenizer.padding_side = "left" if family == "causal" else "right"
+    batch = tokenizer.pad(encoded, return_tensors="pt")
+    return batch["input_ids"].to(device), batch["attention_mask"].to(device)
+
+
+def response_logits(model, family: str, query_ids, query_mask, response_ids, *, temperature: float = 1.0,
+                    hidden: bool = False, logits_to_keep: bool = True, decoder_start_token_id: int | None = None):
+    """Logits (divided by the temperature) for each response token, and the last hidden states (or None).
+
+    Causal: one pass over prompt + response; the logits at position t predict token t + 1, so the
+    response tokens are predicted from the R positions before them, and the output layer runs only
+    there (logits_to_keep). Seq2seq: the encoder reads the prompt, the decoder the response shifted
+    right behind the decoder start token.
+    """
+    R = response_ids.shape[1]
+    if family == "causal":
+        ids = torch.cat([query_ids, response_ids], dim=1)
+        attention = torch.cat([query_mask, torch.ones_like(response_ids)], dim=1)
+        positions = (attention.cumsum(1) - 1).clamp(min=0)  # as generate numbers left-padded prompts
+        extra = {"logits_to_keep": R + 1} if logits_to_keep else {}
+        out = model(input_ids=ids, attention_mask=attention, position_ids=positions,
+                    output_hidden_states=hidden, **extra)
+        logits = out.logits[:, -R - 1:-1]
+        last_hidden = out.hidden_states[-1][:, -R - 1:-1] if hidden else None
+    else:
+        start = torch.full_like(response_ids[:, :1], decoder_start_token_id)
+        decoder_ids = torch.cat([start, response_ids[:, :-1]], dim=1)
+        out = model(input_ids=query_ids, attention_mask=query_mask, decoder_input_ids=decoder_ids,
+                    output_hidden_states=hidden)
+        logits = out.logits
+        last_hidden = out.decoder_hidden_states[-1] if hidden else None
+    return logits.float() / temperature, last_hidden
+
+
 class PPOTrainer:
     """PPO on a language-model policy: `step(prompts, reward_fn)` does rollout, score, advantages, updates.
 
@@ -448,45 +496,13 @@ class PPOTrainer:
 
     def _encode(self, prompts) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompts (texts, chat messages or token-id lists) -> padded ids and attention mask on the device."""
-        from .prompts import model_input
-
-        if isinstance(prompts, (str, dict)) or len(prompts) == 0:
-            raise ValueError("prompts must be a non-empty list of prompts")
-        if all(isinstance(p, (list, tuple)) and p and all(isinstance(t, int) for t in p) for p in prompts):
-            encoded = {"input_ids": [list(p) for p in prompts], "attention_mask": [[1] * len(p) for p in prompts]}
-        else:
-            texts = [model_input(self.tokenizer, p, self.chat) for p in prompts]
-            encoded = self.tokenizer(texts, add_special_tokens=not self.chat)
-        self.tokenizer.padding_side = "left" if self.family == "causal" else "right"
-        batch = self.tokenizer.pad(encoded, return_tensors="pt")
-        return batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
+        return encode_prompts(self.tokenizer, prompts, self.family, self.chat, self.device)
 
     def _forward(self, model, query_ids, query_mask, response_ids, hidden: bool = True):
-        """Logits (already divided by the temperature) for each response token, and the last hidden states.
-
-        Causal: one pass over prompt + response; the logits at position t predict token t + 1, so the
-        response tokens are predicted from the R positions before them, and the output layer runs only
-        there (logits_to_keep). Seq2seq: the encoder reads the prompt, the decoder the response shifted
-        right behind the decoder start token.
-        """
-        R = response_ids.shape[1]
-        if self.family == "causal":
-            ids = torch.cat([query_ids, response_ids], dim=1)
-            attention = torch.cat([query_mask, torch.ones_like(response_ids)], dim=1)
-            positions = (attention.cumsum(1) - 1).clamp(min=0)  # as generate numbers left-padded prompts
-            extra = {"logits_to_keep": R + 1} if self._logits_to_keep else {}
-            out = model(input_ids=ids, attention_mask=attention, position_ids=positions,
-                        output_hidden_states=hidden, **extra)
-            logits = out.logits[:, -R - 1:-1]
-            last_hidden = out.hidden_states[-1][:, -R - 1:-1] if hidden else None
-        else:
-            start = torch.full_like(response_ids[:, :1], self.decoder_start_token_id)
-            decoder_ids = torch.cat([start, response_ids[:, :-1]], dim=1)
-            out = model(input_ids=query_ids, attention_mask=query_mask, decoder_input_ids=decoder_ids,
-                        output_hidden_states=hidden)
-            logits = out.logits
-            last_hidden = out.decoder_hidden_states[-1] if hidden else None
-        return logits.float() / self.config.temperature, last_hidden
+        """Logits (already divided by the temperature) for each response token, and the last hidden states."""
+        return response_logits(model, self.family, query_ids, query_mask, response_ids,
+                               temperature=self.config.temperature, hidden=hidden,
+                               logits_to_keep=self._logits_to_keep, decoder_start_token_id=self.decoder_start_token_id)
 
     def reference_logits(self, query_ids, query_mask, response_ids) -> torch.Tensor:
         """The reference model's logits for the responses: the adapter-disabled policy, or the frozen copy."""
@@ -657,3 +673,71 @@ class PPOTrainer:
         stats["time_score"] = t2 - t1
         stats["time_step"] = _clock(self.device) - t0
         return stats
+
+
+# ---------------------------------------------------------------------------------------------
+# After training: how far did the policy move?
+# ---------------------------------------------------------------------------------------------
+
+def heldout_kl(policy, tokenizer, prompts, *, reference=None, max_new_tokens: int = 48, temperature: float = 0.7,
+               seed: int = 0, batch_size: int = 16, chat: bool | None = None):
+    """KL(pi || pi_ref) on held-out prompts, one number per prompt, in nats per response.
+
+    One response per prompt is sampled from the policy (softmax(logits / temperature), no top-k or top-p),
+    and its tokens' log pi - log pi_ref, both at that temperature, are summed: the k1 estimate PPO's penalty
+    uses, unbiased but noisy per prompt, so report a mean with an interval. The same measure serves every
+    method (PPO, GRPO, RLOO, DPO). `reference=None`: the policy with its adapter disabled (a LoRA policy).
+    """
+    import numpy as np
+
+    from .prompts import uses_chat_template
+
+    if not hasattr(policy, "generate") or not hasattr(policy, "config"):
+        raise TypeError(f"policy must be a transformers language model, not {type(policy).__name__}")
+    if reference is None and not _is_peft(policy):
+        raise ValueError("policy has no adapter to disable, so there is no reference; pass reference= (the model "
+                         "training started from)")
+    if reference is not None:
+        _check_reference(policy, reference)
+    _number("max_new_tokens", max_new_tokens, low=1, integer=True)
+    _number("temperature", temperature, low=0, low_open=True)
+    _number("batch_size", batch_size, low=1, integer=True)
+    _number("seed", seed, low=0, integer=True)
+    prompts = list(prompts) if not isinstance(prompts, (str, dict)) else prompts
+    family = model_family(policy)
+    chat_on = family == "causal" and uses_chat_template(tokenizer, chat)
+    device = next(policy.parameters()).device
+    gen = copy.deepcopy(policy.generation_config)
+    for key, value in dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0, num_beams=1,
+                           repetition_penalty=1.0, no_repeat_ngram_size=0, max_new_tokens=max_new_tokens,
+                           max_length=None, min_new_tokens=None).items():
+        setattr(gen, key, value)
+    if gen.pad_token_id is None:
+        gen.pad_token_id = tokenizer.pad_token_id
+    eos = gen.eos_token_id
+    eos_ids = [eos] if isinstance(eos, int) else list(eos or [tokenizer.eos_token_id])
+    base = policy.get_base_model() if _is_peft(policy) else policy
+    keep = "logits_to_keep" in inspect.signature(base.forward).parameters
+    start_id = gen.decoder_start_token_id if gen.decoder_start_token_id is not None else getattr(
+        policy.config, "decoder_start_token_id", None)
+    kl = []
+    policy.eval()
+    with torch.no_grad():
+        for first in range(0, len(prompts), batch_size):
+            query_ids, query_mask = encode_prompts(tokenizer, prompts[first:first + batch_size], family, chat_on,
+                                                   device)
+            torch.manual_seed(seed + first)
+            sequences = policy.generate(input_ids=query_ids, attention_mask=query_mask, generation_config=gen)
+            response_ids = sequences[:, query_ids.shape[1] if family == "causal" else 1:]
+            mask = response_mask(response_ids, eos_ids)
+            args = dict(temperature=temperature, logits_to_keep=keep, decoder_start_token_id=start_id)
+            logprobs = logprobs_from_logits(
+                response_logits(policy, family, query_ids, query_mask, response_ids, **args)[0], response_ids)
+            if reference is None:
+                with policy.disable_adapter():
+                    ref_logits = response_logits(policy, family, query_ids, query_mask, response_ids, **args)[0]
+            else:
+                ref_logits = response_logits(reference, family, query_ids, query_mask, response_ids, **args)[0]
+            ref_logprobs = logprobs_from_logits(ref_logits, response_ids)
+            kl += ((logprobs - ref_logprobs) * mask).sum(1).tolist()
+    return np.asarray(kl, dtype=np.float64)

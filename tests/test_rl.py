@@ -382,3 +382,37 @@ def test_empty_generations_are_caught(tiny_llama):
     finally:
         handle.remove()
     assert trainer.history == []
+
+
+def test_heldout_kl_is_zero_at_the_start_and_equals_the_sum_of_logprob_differences(tiny_llama):
+    from labhelpers.rl import heldout_kl
+
+    model, tok = tiny_llama
+    prompts = ["Hi", PROMPTS[3], "Book a table for two at eight on Friday, please.", "Ok then.", PROMPTS[5]]
+    fresh = _lora_policy(model, r=4)  # LoRA starts as a no-op: the policy is its reference
+    assert heldout_kl(fresh, tok, prompts, max_new_tokens=6, batch_size=2).tolist() == [0.0] * 5
+    moved = _lora_policy(model, r=4, randomise=True)
+    kl = heldout_kl(moved, tok, prompts, max_new_tokens=6, batch_size=2, seed=3)
+    assert kl.shape == (5,) and abs(kl).sum() > 0.1
+    # the same numbers against an explicit reference copy of the base
+    assert heldout_kl(moved, tok, prompts, max_new_tokens=6, batch_size=2, seed=3, reference=model) == \
+        pytest.approx(kl, abs=1e-5)
+    # by hand for one prompt: sample as it does, then sum log pi - log pi_ref over the response tokens
+    trainer = PPOTrainer(moved, tok, PPOConfig(max_new_tokens=6, temperature=0.7, seed=3))
+    query_ids, query_mask = trainer._encode(prompts[:1])
+    torch.manual_seed(3)
+    gen = copy.deepcopy(trainer.generation_config)
+    gen.return_dict_in_generate = gen.output_logits = gen.output_hidden_states = False
+    response = moved.generate(input_ids=query_ids, attention_mask=query_mask, generation_config=gen)[:, query_ids.shape[1]:]
+    mask = response_mask(response, trainer.eos_token_ids)
+    with torch.no_grad():
+        pi = logprobs_from_logits(trainer._forward(moved, query_ids, query_mask, response, hidden=False)[0], response)
+        ref = logprobs_from_logits(trainer.reference_logits(query_ids, query_mask, response), response)
+    assert heldout_kl(moved, tok, prompts[:1], max_new_tokens=6, seed=3)[0] == pytest.approx(
+        float(((pi - ref) * mask).sum()), abs=1e-5)
+    with pytest.raises(ValueError, match="no adapter"):
+        heldout_kl(model, tok, prompts)
+    with pytest.raises(ValueError, match="temperature"):
+        heldout_kl(moved, tok, prompts, temperature=0)
+    with pytest.raises(ValueError, match="ref_model is the policy|shares"):
+        heldout_kl(moved, tok, prompts, reference=moved)
