@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .synthetic import _Builder, _render
 
-__all__ = ["HOSTILE_SCENARIOS", "HOSTILE_SPLIT", "TINY_HOSTILE_SIZES", "CARELESS_TRAINING", "build_hostile_data",
+__all__ = ["HOSTILE_SCENARIOS", "HOSTILE_SPLIT", "TINY_HOSTILE_SIZES", "CARELESS_SHARE", "CARELESS_TRAINING", "build_hostile_data",
            "careless_summaries", "careless_summariser",
            "generate_hostile_dialogues", "hostile_data_dir", "load_hostile_dialogues"]
 
@@ -530,15 +530,19 @@ def careless_summaries(rows, share: float = 2 / 3, seed: int = 0) -> list[dict]:
     return [{**r, "summary": r["quoting_summary"] if i in picked else r["summary"]} for i, r in enumerate(rows)]
 
 
-# How the careless summariser is trained, per profile: LoRA r=16 on the attention projections, one run.
+# How the careless summariser is trained, per profile: LoRA r=16 on the top third's attention projections.
+CARELESS_SHARE = 0.85  # the share of training summaries that quote the insults
 CARELESS_TRAINING = {"tiny": {"steps": 4, "batch_size": 4, "learning_rate": 1e-3},
                      "embedded": {"steps": 16, "batch_size": 8, "learning_rate": 3e-3},
                      "course": {"steps": 100, "batch_size": 8, "learning_rate": 1e-3}}
 
 
 def careless_summariser(model, tokenizer, dialogues, profile=None, *, output_dir, reuse: bool = False,
-                        share: float = 2 / 3, live_plot: bool | None = None, progress: bool = True):
+                        share: float = CARELESS_SHARE, live_plot: bool | None = None, progress: bool = True):
     """The summariser the RLHF labs start from: `model` LoRA-tuned on careless summaries, the adapter merged.
+
+    The adapter sits on the top third of the blocks (measured on SmolLM2, 16 steps: 141 s and greedy summaries
+    the reward model flags 67% of the time, against 636 s and 19% with every block adapted).
 
     Returns (merged model, FineTuneResult, or None when a finished run in `output_dir` was reused).
     With `reuse=False` it trains, replacing what `output_dir` held; with `reuse=True` it loads a finished
@@ -551,10 +555,12 @@ def careless_summariser(model, tokenizer, dialogues, profile=None, *, output_dir
     prof = get_profile(profile)
     folder = Path(output_dir)
     if reuse and (folder / FINAL_DIR / "adapter_config.json").is_file():
-        return merge_adapter(load_fine_tuned(folder, base_model=model)), None
+        return merge_adapter(load_fine_tuned(folder, base_model=model)[0]), None
     settings = CARELESS_TRAINING.get(prof.name, CARELESS_TRAINING["embedded"])
+    depth = getattr(model.config, "num_hidden_layers", None) or model.config.num_layers
+    adapter = lora_config(model, r=16, layers=range(depth - max(1, depth // 3), depth))
     result = fine_tune(model, tokenizer, careless_summaries(dialogues["train"], share, seed=prof.seed),
                        dialogues["validation"], config=TrainConfig(seed=prof.seed, **settings),
-                       adapter=lora_config(model, r=16), output_dir=folder, if_exists="overwrite",
+                       adapter=adapter, output_dir=folder, if_exists="overwrite",
                        live_plot=live_plot, progress=progress, title="the careless summariser")
     return merge_adapter(result.model), result

@@ -82,7 +82,8 @@ PROFILES: Mapping[str, Profile] = MappingProxyType({
                                     "06_multitask_and_forgetting": 120,
                                     "07_peft_lora_prompt_tuning": 120,
                                     "08_evaluation_and_benchmarks": 120,
-                                    "09_rlhf_ppo_detoxification": 120}),
+                                    "09_rlhf_ppo_detoxification": 120,
+                                    "10_rlhf_beyond_ppo": 120}),
     ),
     "embedded": Profile(
         name="embedded",
@@ -105,7 +106,8 @@ PROFILES: Mapping[str, Profile] = MappingProxyType({
                                     "06_multitask_and_forgetting": 1080,
                                     "07_peft_lora_prompt_tuning": 1500,
                                     "08_evaluation_and_benchmarks": 120,
-                                    "09_rlhf_ppo_detoxification": 720}),
+                                    "09_rlhf_ppo_detoxification": 600,
+                                    "10_rlhf_beyond_ppo": 360}),
     ),
     "course": Profile(
         name="course",
@@ -128,7 +130,8 @@ PROFILES: Mapping[str, Profile] = MappingProxyType({
                                     "06_multitask_and_forgetting": 5400,
                                     "07_peft_lora_prompt_tuning": 7200,
                                     "08_evaluation_and_benchmarks": 1800,
-                                    "09_rlhf_ppo_detoxification": 3600}),
+                                    "09_rlhf_ppo_detoxification": 3600,
+                                    "10_rlhf_beyond_ppo": 3600}),
     ),
 })
 

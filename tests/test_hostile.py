@@ -9,7 +9,7 @@ import pytest
 
 from labhelpers.data import COLUMNS, SPLITS, read_jsonl
 from labhelpers.hostile import (HOSTILE_SCENARIOS, HOSTILE_SPLIT, TINY_HOSTILE_SIZES, build_hostile_data,
-                                careless_summaries, generate_hostile_dialogues, hostile_data_dir, load_hostile_dialogues)
+                                careless_summariser, careless_summaries, generate_hostile_dialogues, hostile_data_dir, load_hostile_dialogues)
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +106,24 @@ def test_careless_summaries_mix_the_two_styles_as_asked(committed):
         careless_summaries(train, share=1.5)
     with pytest.raises(ValueError, match="quoting_summary"):
         careless_summaries([{"dialogue": "a", "summary": "b"}])
+
+
+def test_careless_summariser_trains_once_and_is_reused(tmp_path):
+    import torch
+
+    from labhelpers import load_model
+
+    dialogues = load_hostile_dialogues("tiny")
+    model, tok = load_model(profile="tiny")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    start, result = careless_summariser(model, tok, dialogues, "tiny", output_dir=tmp_path / "careless",
+                                        progress=False, live_plot=False)
+    assert result is not None and result.final_loss < result.first_loss
+    assert not hasattr(start, "peft_config")  # merged: a plain model, as PPO's starting point must be
+    changed = [k for k, v in start.state_dict().items() if not torch.equal(v, before[k])]
+    depth = model.config.num_hidden_layers
+    assert changed and all(f"layers.{depth - 1}." in k for k in changed)  # only the top third moved
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # the base stays as it was
+    again, none = careless_summariser(model, tok, dialogues, "tiny", output_dir=tmp_path / "careless", reuse=True)
+    assert none is None
+    assert all(torch.equal(v, start.state_dict()[k]) for k, v in again.state_dict().items())
