@@ -407,7 +407,9 @@ def _save_failed(err: OSError, what: str, folder: Path) -> OSError:
 
 
 def _atomic_save(model, tokenizer, final: Path) -> None:
-    staging = final.with_name(final.name + ".partial")
+    """Write the model whole under a name of this process's own, then rename it to `final`. When another run
+    finished into the same folder meanwhile (two notebooks at once), its model is replaced whole, not mixed."""
+    staging = final.with_name(f"{final.name}.partial{os.getpid()}")
     if staging.exists():
         shutil.rmtree(staging)
     try:
@@ -417,7 +419,13 @@ def _atomic_save(model, tokenizer, final: Path) -> None:
     except OSError as err:
         shutil.rmtree(staging, ignore_errors=True)  # give back the space the half-written model took
         raise _save_failed(err, f"the final model to {final}", final.parent) from err
-    os.replace(staging, final)
+    if final.exists():
+        old = final.with_name(f".{final.name}.old{os.getpid()}")
+        os.replace(final, old)
+        os.replace(staging, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, final)
 
 
 def _make_trainer_class():

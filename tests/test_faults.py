@@ -500,3 +500,17 @@ def test_the_same_profile_and_seed_give_the_same_numbers_here_and_in_a_fresh_pro
     fresh = json.loads(found[-1][len("RESULT "):])
     assert len(here["losses"]) == 3 and len(here["texts"]) == 4
     assert here == fresh
+
+
+def test_a_final_model_written_meanwhile_by_another_run_is_replaced_whole(tmp_path):
+    """Two notebooks at once (labs 09 and 10 both training the same starting summariser): the later save wins whole."""
+    from labhelpers.models import load_model
+    from labhelpers.train import _atomic_save
+
+    model, tok = load_model(profile="tiny")
+    final = tmp_path / "final"
+    final.mkdir()
+    (final / "from_the_other_run.txt").write_text("theirs")
+    _atomic_save(model, tok, final)
+    assert not (final / "from_the_other_run.txt").exists() and (final / "config.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]  # no staging or old copy left behind
