@@ -125,7 +125,8 @@ def test_committed_student_copies_are_what_release_makes_now(tmp_path):
     assert (ROOT / "student" / "01_in_context_learning.ipynb").is_file()
 
 
-GRADED_LABS = ("01", "02", "03", "04", "05", "06", "07", "08")  # the labs that hand out exercises
+# every lab hands out exercises: a lab moved into notebooks/ without them fails here
+GRADED_LABS = tuple(sorted(p.name[:2] for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")))
 
 
 @pytest.mark.parametrize("number", GRADED_LABS)
