@@ -8,6 +8,7 @@
   ranked by the reward; the best becomes `chosen`, the worst `rejected`; prompts whose samples tie are dropped.
 - `trainer_config(method, ...)`: GRPOConfig / RLOOConfig / DPOConfig with what a CPU needs (no bf16, which
   TRL turns on by default), no gradient checkpointing, no reports, no checkpoints, a log every step, a seed.
+- `group_advantages(rewards, G, "grpo" | "rloo")` and `dpo_loss(...)`: each method's maths as TRL computes it.
 - `log_frame(trainer)`: the trainer's per-step logs as a table; `read_method_row(path)`: a lab's result row.
 """
 
@@ -103,6 +104,53 @@ def toxicity_reward(scorer, name: str = "toxicity_reward") -> Callable:
 
 
 # ---------------------------------------------------------------------------------------------
+# The maths of the three methods, as TRL 1.16 computes it (for reading and for the exercises)
+# ---------------------------------------------------------------------------------------------
+
+def group_advantages(rewards, group_size: int, method: str = "grpo") -> np.ndarray:
+    """Advantages of completions laid out in groups of `group_size` consecutive ones per prompt (TRL's layout).
+
+    "grpo": (r - group mean) / (group std with Bessel's correction + 1e-4); "rloo": r minus the mean of the other
+    group_size - 1 rewards of its group (the leave-one-out baseline), unscaled.
+    """
+    values = np.asarray(rewards, dtype=np.float64).reshape(-1)
+    group_size = _positive_int("group_size", group_size)
+    if group_size < 2:
+        raise ValueError(f"group_size={group_size} must be >= 2: a baseline needs other completions of the prompt")
+    if values.size == 0 or values.size % group_size:
+        raise ValueError(f"{values.size} rewards do not split into groups of {group_size}; give group_size rewards "
+                         "per prompt, each prompt's after each other")
+    if not np.isfinite(values).all():
+        raise ValueError("rewards must be finite numbers")
+    groups = values.reshape(-1, group_size)
+    if method == "grpo":
+        std = groups.std(axis=1, ddof=1, keepdims=True)
+        return ((groups - groups.mean(axis=1, keepdims=True)) / (std + 1e-4)).reshape(-1)
+    if method == "rloo":
+        others = (groups.sum(axis=1, keepdims=True) - groups) / (group_size - 1)
+        return (groups - others).reshape(-1)
+    raise ValueError(f"method={method!r} must be 'grpo' or 'rloo'")
+
+
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float = 0.1) -> float:
+    """DPO's loss, the mean over pairs of -log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r))).
+
+    Each argument holds one summed log-probability of a completion per pair (policy or reference, chosen or
+    rejected). log 2 when policy and reference agree; towards 0 as the chosen pull ahead.
+    """
+    arrays = [np.asarray(a, dtype=np.float64).reshape(-1) for a in (policy_chosen, policy_rejected, ref_chosen,
+                                                                     ref_rejected)]
+    if len({a.size for a in arrays}) != 1 or arrays[0].size == 0:
+        raise ValueError(f"give one log-probability per pair in each of the four arguments (got sizes "
+                         f"{[a.size for a in arrays]})")
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta > 0:
+        raise ValueError(f"beta={beta!r} must be a positive number")
+    pc, pr, rc, rr = arrays
+    margin = beta * ((pc - rc) - (pr - rr))
+    return float(np.mean(np.logaddexp(0.0, -margin)))  # -log sigmoid(x) = log(1 + exp(-x)), computed stably
+
+
+# ---------------------------------------------------------------------------------------------
 # Preference pairs for DPOTrainer, from the policy's own samples
 # ---------------------------------------------------------------------------------------------
 
@@ -136,7 +184,8 @@ class PreferencePairs:
 
         if not self.rows:
             raise ValueError(f"no preference pairs: all {self.n_prompts} prompts tied ({self.n_ties}) or had fewer "
-                             "than two non-empty samples; sample more per prompt, at a higher temperature, or more prompts")
+                             "than two non-empty samples; sample more per prompt, at a higher temperature, or more "
+                             "prompts")
         if len({isinstance(r["prompt"], str) for r in self.rows}) > 1:
             raise ValueError("the pairs mix text prompts and chat prompts; a dataset holds one kind")
         return Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in self.rows])
@@ -284,11 +333,12 @@ def trainer_config(method: str, output_dir: str | os.PathLike, *, steps: int, le
         raise ValueError(f"num_generations={num_generations} must be >= 2: {method.upper()}'s baseline compares "
                          "completions of the same prompt")
     if batch_size % num_generations:
+        nearest = num_generations * max(1, batch_size // num_generations)
         raise ValueError(f"batch_size={batch_size} must be a multiple of num_generations={num_generations} (each "
-                         f"prompt is sampled num_generations times), e.g. {num_generations * max(1, batch_size // num_generations)}")
-    sampling = dict(num_generations=num_generations, max_completion_length=_positive_int("max_completion_length",
-                    max_completion_length), temperature=_positive_number("temperature", temperature), top_p=1.0,
-                    top_k=0)
+                         f"prompt is sampled num_generations times), e.g. {nearest}")
+    sampling = dict(num_generations=num_generations,
+                    max_completion_length=_positive_int("max_completion_length", max_completion_length),
+                    temperature=_positive_number("temperature", temperature), top_p=1.0, top_k=0)
     if method == "grpo":
         from trl import GRPOConfig
 
@@ -384,5 +434,5 @@ def write_method_row(path: str | os.PathLike, row: Mapping) -> dict:
 
 
 __all__ = ["METHODS", "METHOD_ROW_KEYS", "PreferencePairs", "check_method_row", "checked_reward", "completion_texts",
-           "log_frame", "prompt_dataset", "rank_into_pairs", "read_method_row", "require_causal", "sample_preference_pairs",
-           "toxicity_reward", "trainer_config", "write_method_row"]
+           "dpo_loss", "group_advantages", "log_frame", "prompt_dataset", "rank_into_pairs", "read_method_row",
+           "require_causal", "sample_preference_pairs", "toxicity_reward", "trainer_config", "write_method_row"]

@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from labhelpers.preferences import (PreferencePairs, check_method_row, checked_reward, completion_texts, log_frame,
+from labhelpers.preferences import (PreferencePairs, check_method_row, checked_reward, completion_texts, dpo_loss,
+                                    group_advantages, log_frame,
                                     prompt_dataset, rank_into_pairs, read_method_row, require_causal,
                                     sample_preference_pairs, toxicity_reward, trainer_config, write_method_row)
 from labhelpers.rewards import ProfanityCheckScorer, ToxicityScorer, ToxicityScores
@@ -98,6 +99,43 @@ def test_checked_reward_refuses_none_strings_and_non_lists():
 
 
 # ---------------------------------------------------------------------------------------------
+# The maths: advantages and DPO's loss
+# ---------------------------------------------------------------------------------------------
+
+def test_grpo_and_rloo_advantages_by_hand():
+    rewards = [1.0, 2.0, 3.0, 6.0, 5.0, 5.0, 5.0, 5.0]  # two prompts, 4 completions each
+    # group 1: mean 3, std with Bessel's correction sqrt(14 / 3); group 2: all equal, no advantage
+    std = math.sqrt(14 / 3)
+    np.testing.assert_allclose(group_advantages(rewards, 4, "grpo"),
+                               [-2 / (std + 1e-4), -1 / (std + 1e-4), 0.0, 3 / (std + 1e-4), 0, 0, 0, 0])
+    # leave-one-out: 1 - mean(2, 3, 6) = -2.667; 6 - mean(1, 2, 3) = 4
+    np.testing.assert_allclose(group_advantages(rewards, 4, "rloo"), [-8 / 3, -4 / 3, 0.0, 4.0, 0, 0, 0, 0])
+    # within one group they are proportional: RLOO = G / (G - 1) * (r - mean), GRPO = (r - mean) / std
+    np.testing.assert_allclose(group_advantages(rewards[:4], 4, "rloo") * (3 / 4) / (std + 1e-4),
+                               group_advantages(rewards[:4], 4, "grpo"))
+    with pytest.raises(ValueError, match="do not split into groups of 3"):
+        group_advantages(rewards, 3)
+    with pytest.raises(ValueError, match="group_size=1 must be >= 2"):
+        group_advantages(rewards, 1)
+    with pytest.raises(ValueError, match="method='ppo'"):
+        group_advantages(rewards, 4, "ppo")
+    with pytest.raises(ValueError, match="finite"):
+        group_advantages([1.0, float("nan")], 2)
+
+
+def test_dpo_loss_by_hand():
+    assert dpo_loss([-3.0], [-5.0], [-3.0], [-5.0], 0.1) == pytest.approx(math.log(2))  # policy = reference
+    # chosen up by 2 nats, rejected down by 3 against the reference: margin 0.1 * 5 = 0.5
+    assert dpo_loss([-1.0], [-8.0], [-3.0], [-5.0], 0.1) == pytest.approx(math.log1p(math.exp(-0.5)))
+    assert dpo_loss([0.0, 0.0], [-1e4, 0.0], [0.0, 0.0], [0.0, 0.0], 1.0) == pytest.approx(math.log(2) / 2)
+    assert math.isfinite(dpo_loss([1e4], [-1e4], [0.0], [0.0], 1.0))  # stable far from zero
+    with pytest.raises(ValueError, match="one log-probability per pair"):
+        dpo_loss([1.0, 2.0], [1.0], [1.0], [1.0])
+    with pytest.raises(ValueError, match="beta=0"):
+        dpo_loss([1.0], [1.0], [1.0], [1.0], beta=0)
+
+
+# ---------------------------------------------------------------------------------------------
 # Preference pairs
 # ---------------------------------------------------------------------------------------------
 
@@ -167,11 +205,15 @@ def test_pairs_sampled_from_a_tiny_policy(tiny_llama):
 def test_configs_are_safe_on_a_cpu(tmp_path):
     from trl import DPOConfig, GRPOConfig, RLOOConfig
 
+    from labhelpers.device import trainer_precision
+
     kinds = {"grpo": GRPOConfig, "rloo": RLOOConfig, "dpo": DPOConfig}
     for method, kind in kinds.items():
         config = trainer_config(method, tmp_path / method, steps=3, learning_rate=1e-4, batch_size=4, seed=7)
         assert type(config) is kind
-        assert config.bf16 is False and config.fp16 is False and config.use_cpu is True  # this machine has no GPU
+        precision = trainer_precision()  # on a CPU: no bf16 (TRL's default, which crashes some CPUs), use_cpu
+        assert (config.bf16, config.fp16, config.use_cpu) == (precision["bf16"], precision["fp16"], precision["use_cpu"])
+        assert config.bf16 is False or precision["use_cpu"] is False
         assert config.gradient_checkpointing is False and config.activation_checkpointing is False
         assert config.report_to in ([], "none", ["none"]) and config.save_strategy == "no"
         assert (config.max_steps, config.per_device_train_batch_size, config.seed, config.logging_steps) == (3, 4, 7, 1)
