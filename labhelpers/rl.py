@@ -381,6 +381,20 @@ def _clock(device) -> float:
     return time.perf_counter()
 
 
+def sampling_config(model, tokenizer, max_new_tokens: int, temperature: float, min_new_tokens: int = 0, **extra):
+    """A copy of the model's GenerationConfig for pure sampling from softmax(logits / temperature): no top-k,
+    top-p, beams or penalties, so the samples follow exactly the distribution PPO's log-probabilities assume."""
+    gen = copy.deepcopy(model.generation_config)
+    settings = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0, num_beams=1, repetition_penalty=1.0,
+                    no_repeat_ngram_size=0, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None,
+                    max_length=None, **extra)
+    for key, value in settings.items():
+        setattr(gen, key, value)
+    if gen.pad_token_id is None:
+        gen.pad_token_id = tokenizer.pad_token_id
+    return gen
+
+
 def encode_prompts(tokenizer, prompts, family: str, chat: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Prompts (texts, chat messages or token-id lists) -> padded ids and attention mask on `device`.
 
@@ -482,17 +496,10 @@ class PPOTrainer:
     # ---- rollout ---------------------------------------------------------------------------
 
     def _generation_config(self):
-        """Pure sampling from softmax(logits / temperature): the distribution PPO's log-probs assume."""
-        gen = copy.deepcopy(self.policy.generation_config)
-        settings = dict(do_sample=True, temperature=self.config.temperature, top_k=0, top_p=1.0, num_beams=1,
-                        repetition_penalty=1.0, no_repeat_ngram_size=0, max_new_tokens=self.config.max_new_tokens,
-                        min_new_tokens=self.config.min_new_tokens or None, max_length=None,
-                        return_dict_in_generate=True, output_logits=True, output_hidden_states=True)
-        for key, value in settings.items():
-            setattr(gen, key, value)
-        if gen.pad_token_id is None:
-            gen.pad_token_id = self.tokenizer.pad_token_id
-        return gen
+        """Pure sampling, returning the logits and hidden states `generate` computed (the old policy's)."""
+        return sampling_config(self.policy, self.tokenizer, self.config.max_new_tokens, self.config.temperature,
+                               self.config.min_new_tokens, return_dict_in_generate=True, output_logits=True,
+                               output_hidden_states=True)
 
     def _encode(self, prompts) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompts (texts, chat messages or token-id lists) -> padded ids and attention mask on the device."""
@@ -707,13 +714,7 @@ def heldout_kl(policy, tokenizer, prompts, *, reference=None, max_new_tokens: in
     family = model_family(policy)
     chat_on = family == "causal" and uses_chat_template(tokenizer, chat)
     device = next(policy.parameters()).device
-    gen = copy.deepcopy(policy.generation_config)
-    for key, value in dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0, num_beams=1,
-                           repetition_penalty=1.0, no_repeat_ngram_size=0, max_new_tokens=max_new_tokens,
-                           max_length=None, min_new_tokens=None).items():
-        setattr(gen, key, value)
-    if gen.pad_token_id is None:
-        gen.pad_token_id = tokenizer.pad_token_id
+    gen = sampling_config(policy, tokenizer, max_new_tokens, temperature)
     eos = gen.eos_token_id
     eos_ids = [eos] if isinstance(eos, int) else list(eos or [tokenizer.eos_token_id])
     base = policy.get_base_model() if _is_peft(policy) else policy
