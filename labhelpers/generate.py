@@ -130,12 +130,14 @@ def playground(model, tokenizer, rows: Sequence, build, *, max_new_tokens: int =
 
     from .metrics import score_summaries
 
-    pick = widgets.IntSlider(0, 0, len(rows) - 1, description="dialogue")
-    sample = widgets.Checkbox(value=False, description="sample")
-    temperature = widgets.FloatSlider(value=0.7, min=0.05, max=2.0, step=0.05, description="temperature")
-    top_k = widgets.IntSlider(value=0, min=0, max=200, description="top_k (0=off)")
-    top_p = widgets.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description="top_p")
-    length = widgets.IntSlider(value=max_new_tokens, min=1, max=4 * max_new_tokens, description="max_new_tokens")
+    label = {"style": {"description_width": "120px"}}  # the default width cuts "max_new_tokens" short
+    pick = widgets.IntSlider(0, 0, len(rows) - 1, description="dialogue", **label)
+    sample = widgets.Checkbox(value=False, description="sample", **label)
+    temperature = widgets.FloatSlider(value=0.7, min=0.05, max=2.0, step=0.05, description="temperature", **label)
+    top_k = widgets.IntSlider(value=0, min=0, max=200, description="top_k (0 = off)", **label)
+    top_p = widgets.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description="top_p", **label)
+    length = widgets.IntSlider(value=max_new_tokens, min=1, max=4 * max_new_tokens, description="max_new_tokens",
+                               **label)
     button = widgets.Button(description="Generate", button_style="primary")
     out = widgets.Output()
 
