@@ -184,17 +184,22 @@ def strip_notebook(path: Path) -> bool:
             del cell.metadata["execution"]
             changed = True
     if changed:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                nbformat.write(nb, f)
-            os.chmod(tmp, path.stat().st_mode & 0o777)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_notebook(nb, path)
     return changed
+
+
+def write_notebook(nb, path: Path) -> None:
+    """Write `nb` over `path` atomically (a temporary file beside it, then a rename), keeping its mode."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            nbformat.write(nb, f)
+        os.chmod(tmp, path.stat().st_mode & 0o777)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _all_notebooks() -> list[Path]:
