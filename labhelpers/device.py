@@ -214,7 +214,8 @@ def environment_summary(profile=None) -> str:
         mem = torch.cuda.get_device_properties(device).total_memory / 2**30
         where = f"cuda ({name}, {mem:.0f} GiB)"
     else:
-        where = f"{device.type} ({torch.get_num_threads()} threads)"
+        threads = torch.get_num_threads()
+        where = f"{device.type} ({threads} thread{'' if threads == 1 else 's'})"
     ram = psutil.virtual_memory().total / 2**30
     bf16 = {"ok": "ok", "capped": f"ok with {ONEDNN_ENV}={SAFE_ISA}", "unsafe": "unsafe, fp32 only"}
     return (f"labhelpers {version('labhelpers')} | profile {prof.name} | Python {platform.python_version()}"
