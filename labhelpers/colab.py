@@ -23,7 +23,7 @@ from pathlib import Path
 
 import nbformat
 
-from .labs import LAB_PATTERN, NOTEBOOKS, ROOT, write_notebook
+from .labs import ROOT, lab_notebooks, write_notebook
 from .models import EMBEDDED_PIP
 
 REPOSITORY = "https://github.com/genai-llm-labs/llm-labs"
@@ -68,7 +68,7 @@ def _install_cell(nb):
 
 
 def sync_notebook(path: Path, repository: str = REPOSITORY, write: bool = True) -> bool:
-    """Give a lab the current install cell (right after its title); True if it had to change."""
+    """Give a lab the current install cell (before its first code cell); True if it had to change."""
     nb = nbformat.read(str(path), as_version=nbformat.NO_CONVERT)
     cell = _install_cell(nb)
     source = cell_source(repository)
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a cell or the README is stale")
     args = parser.parse_args(argv)
-    notebooks = sorted(NOTEBOOKS.glob(LAB_PATTERN))
+    notebooks = lab_notebooks()
     stale = [str(p) for p in notebooks if sync_notebook(p, write=not args.check)]
     try:
         if sync_readme(ROOT / "README.md", notebooks, write=not args.check):
