@@ -16,6 +16,7 @@ runs/browser-<time>/ (git ignores runs/).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -30,8 +31,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from labhelpers.labs import lab_notebooks
+
 REPO = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = lab_notebooks()
 INSTALLED_MARKER = Path(sys.prefix) / "labs-browser-tests"  # written by `bash setup.sh --with-browser`
 CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser")) if p), None)
 # As root, in a closed network: no sandbox (needs user namespaces), and none of Chromium's own traffic.
@@ -133,6 +136,20 @@ def screenshots() -> Path:
     return folder
 
 
+@contextlib.contextmanager
+def _lab_page(browser, jupyterlab, screenshots: Path, name: str):
+    """A page with lab `name` open and its kernel idle; on failure a screenshot, then the kernel shut down."""
+    page = _open(browser, jupyterlab, name)
+    try:
+        yield page
+    except Exception:
+        page.screenshot(path=str(screenshots / f"{Path(name).stem}-failure.png"))
+        raise
+    finally:
+        page.close()
+        _shut_down(jupyterlab, name)
+
+
 def _open(browser, jupyterlab, name: str):
     """A page with the notebook open and its kernel started and idle."""
     url, token = jupyterlab
@@ -151,10 +168,8 @@ def _open(browser, jupyterlab, name: str):
     return page
 
 
-def _close(page, jupyterlab) -> None:
-    """Close the page and shut its kernel down (ten labs' kernels at once would hold gigabytes)."""
-    name = Path(page.url.split("?")[0]).name
-    page.close()
+def _shut_down(jupyterlab, name: str) -> None:
+    """Shut down the kernel of lab `name` (ten labs' kernels at once would hold gigabytes)."""
     url, token = jupyterlab
     for session in _sessions(jupyterlab):
         if session["path"] == name:
@@ -181,10 +196,6 @@ def _wait_idle(page, timeout_s: float) -> None:
     raise AssertionError(f"the kernel was still busy after {timeout_s:.0f} s")
 
 
-def page_name(page) -> str:
-    return Path(page.url.split("?")[0]).stem
-
-
 def _errors(page) -> list[str]:
     return page.locator(f'{PANEL} .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]').all_inner_texts()
 
@@ -197,8 +208,7 @@ def _summary_line(page) -> str:
 
 @pytest.mark.parametrize("notebook", [nb.name for nb in NOTEBOOKS if not nb.name.startswith("01_")])
 def test_lab_opens_and_its_first_cells_run(browser, jupyterlab, screenshots, notebook):
-    page = _open(browser, jupyterlab, notebook)
-    try:
+    with _lab_page(browser, jupyterlab, screenshots, notebook) as page:
         # Up to the cell that prints the environment summary: the title, Colab's install cell (a no-op
         # here), the parameters, the imports.
         cells = nbformat.read(str(REPO / "notebooks" / notebook), as_version=4).cells
@@ -215,16 +225,10 @@ def test_lab_opens_and_its_first_cells_run(browser, jupyterlab, screenshots, not
         ran = sum(c.cell_type == "code" for c in cells[:upto + 1])
         prompts = [p.strip() for p in page.locator(f"{PANEL} .jp-CodeCell .jp-InputPrompt").all_inner_texts()]
         assert prompts[:ran + 1] == [f"[{i}]:" for i in range(1, ran + 1)] + ["[ ]:"], prompts[:ran + 1]
-    except Exception:
-        page.screenshot(path=str(screenshots / f"{page_name(page)}-failure.png"))
-        raise
-    finally:
-        _close(page, jupyterlab)
 
 
 def test_lab01_runs_and_its_widget_responds(browser, jupyterlab, screenshots):
-    page = _open(browser, jupyterlab, "01_in_context_learning.ipynb")
-    try:
+    with _lab_page(browser, jupyterlab, screenshots, "01_in_context_learning.ipynb") as page:
         page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
         page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
         _summary_line(page)
@@ -252,8 +256,3 @@ def test_lab01_runs_and_its_widget_responds(browser, jupyterlab, screenshots):
         after = output.inner_text()
         page.screenshot(path=str(screenshots / "01_in_context_learning-widget.png"))
         assert after.split("reference:")[1] != before.split("reference:")[1], (before, after)
-    except Exception:
-        page.screenshot(path=str(screenshots / f"{page_name(page)}-failure.png"))
-        raise
-    finally:
-        _close(page, jupyterlab)
