@@ -2,7 +2,10 @@
 
 Same model, same prompts, same greedy settings, run side by side in one process; the outputs are
 compared, and model FLOPs utilisation (2 x parameters FLOPs per processed token, prompt and new
-tokens, over this machine's fp32 matmul peak, measured here) is reported for both.
+tokens, over this machine's matmul peak in the precision used, measured here) is reported for each.
+Three rows: the loop in fp32, generate_texts in fp32 (outputs must match the loop's), and
+generate_texts as the labs run it (bf16 autocast where the CPU does bf16 fast; its outputs are
+compared with fp32's and both are scored against the human summaries with ROUGE-L).
 
     .venv/bin/python benchmarks/generation.py [--n 64] [--max-new-tokens 40] [--batch-size 16]
 
@@ -24,14 +27,16 @@ import torch
 
 from labhelpers import build_prompt, generate_texts, load_dialogues, load_model, make_generation_config, model_input
 from labhelpers.data import read_jsonl
+from labhelpers.device import cpu_bf16_speedup, cpu_mixed_precision
+from labhelpers.metrics import comparison_table, score_summaries
 
 ROOT = Path(__file__).resolve().parent.parent
 DIALOGSUM_DEV = ROOT.parent / "shared" / "data" / "dialogsum" / "dialogsum.dev.jsonl"
 
 
-def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
-    """Best observed fp32 matmul throughput on this machine, in GFLOP/s."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_peak_gflops(size: int = 2048, repeats: int = 10, dtype=torch.float32) -> float:
+    """Best observed matmul throughput on this machine in `dtype`, in GFLOP/s."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     a @ b  # warm-up
     best = float("inf")
     for _ in range(repeats):
@@ -85,12 +90,33 @@ def main() -> None:
     loop = loop_generate(model, tokenizer, prompts, config)
     loop_s = time.perf_counter() - start
     start = time.perf_counter()
-    batched = generate_texts(model, tokenizer, prompts, config, batch_size=args.batch_size, progress=False)
+    batched = generate_texts(model, tokenizer, prompts, config, batch_size=args.batch_size, progress=False,
+                             mixed_precision=False)
     batched_s = time.perf_counter() - start
+    mixed = cpu_mixed_precision()
+    if mixed:
+        peak16 = matmul_peak_gflops(dtype=torch.bfloat16)
+        start = time.perf_counter()
+        fast = generate_texts(model, tokenizer, prompts, config, batch_size=args.batch_size, progress=False)
+        fast_s = time.perf_counter() - start
 
     same = sum(a == b for a, b in zip(loop, batched))
     tokens = processed_tokens(tokenizer, prompts, loop)
-    mfu = lambda seconds: 2 * params * tokens / seconds / (peak * 1e9)
+    mfu = lambda seconds, peak=peak: 2 * params * tokens / seconds / (peak * 1e9)
+    if mixed:
+        refs = [r["summary"] for r in rows]
+        quality = comparison_table(score_summaries(batched, refs), score_summaries(fast, refs), metrics=["rougeL"])
+        q = quality.iloc[0]
+        bf16_row = (f"| generate_texts as the labs run it (bf16 autocast, fp32 weights), sorted batches of"
+                    f" {args.batch_size} | {fast_s:.1f} | {loop_s / fast_s:.1f}x | {mfu(fast_s, peak16):.0%} of the bf16 peak"
+                    f" ({mfu(fast_s):.0%} of fp32's) |")
+        bf16_note = (f"bf16 autocast: bf16 matmul peak {peak16:.0f} GFLOP/s ({cpu_bf16_speedup():.1f}x fp32 in the"
+                     f" labs' probe); outputs identical to fp32's: {sum(a == b for a, b in zip(batched, fast))} of"
+                     f" {len(prompts)}; ROUGE-L against the human summaries, fp32 {q['baseline']:.3f} vs bf16"
+                     f" {q['candidate']:.3f}, paired difference {q['difference']:+.3f}"
+                     f" (95% CI {q['ci_low']:+.3f} to {q['ci_high']:+.3f}).")
+    else:
+        bf16_row, bf16_note = "", "bf16 autocast: not used on this CPU (see labhelpers.device.cpu_mixed_precision)."
     table = "\n".join([
         f"### Generation, {time.strftime('%Y-%m-%d %H:%M')}",
         "",
@@ -102,10 +128,11 @@ def main() -> None:
         "| method | wall time (s) | speed-up | model FLOPs utilisation |",
         "|---|---:|---:|---:|",
         f"| one dialogue at a time | {loop_s:.1f} | 1.0x | {mfu(loop_s):.0%} |",
-        f"| generate_texts, sorted batches of {args.batch_size} | {batched_s:.1f} | {loop_s / batched_s:.1f}x"
+        f"| generate_texts, fp32, sorted batches of {args.batch_size} | {batched_s:.1f} | {loop_s / batched_s:.1f}x"
         f" | {mfu(batched_s):.0%} |",
+        *([bf16_row] if bf16_row else []),
         "",
-        f"Identical outputs: {same} of {len(prompts)}.",
+        f"fp32: identical outputs, loop vs batches: {same} of {len(prompts)}. {bf16_note}",
         "",
     ])
     print(table)

@@ -76,6 +76,7 @@ def main() -> int:
     import labhelpers  # noqa: F401  probes bf16 safety before torch loads
     import torch
 
+    from labhelpers.device import CPU_BF16_ENV, cpu_bf16_speedup, cpu_mixed_precision
     from labhelpers.labs import lab_notebooks, run
 
     notebooks = args.notebooks or lab_notebooks()
@@ -97,7 +98,10 @@ def main() -> int:
              f"lab, labs one after another, model caches warm). Machine: {platform.machine()}, {os.cpu_count()} cores, "
              f"{torch.get_num_threads()} torch threads; load average {load_before:.1f} at the start, {load_after:.1f} at "
              f"the end; Python {platform.python_version()}, torch {torch.__version__}, transformers "
-             f"{version('transformers')}, peft {version('peft')}, trl {version('trl')}. Goals: every lab under 300 s on "
+             f"{version('transformers')}, peft {version('peft')}, trl {version('trl')}; helpers' CPU precision: "
+             + (f"bf16 autocast, fp32 weights (bf16 matmuls {cpu_bf16_speedup():.1f}x fp32 here)" if cpu_mixed_precision()
+                else f"fp32 ({CPU_BF16_ENV}={os.environ.get(CPU_BF16_ENV, 'auto')}, bf16 {cpu_bf16_speedup():.1f}x fp32 here)")
+             + ". Goals: every lab under 300 s on "
              "`embedded` (lab 09 under 600 s), the suite under 1800 s; every lab under 60 s on `tiny`. Run folders: "
              + ", ".join(f"`runs/{f.name}`" for f in folders.values()) + ".")
     section = f"{heading}\n\n{about}\n\n{text}\n"

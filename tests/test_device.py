@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from labhelpers import device
-from labhelpers.device import (BF16_PROBE_CODE, ONEDNN_ENV, SAFE_ISA, choose_dtype, environment_summary,
-                               guard_cpu_bf16, pick_device, probe_cpu_bf16, trainer_precision)
+from labhelpers.device import (BF16_PROBE_CODE, CPU_BF16_ENV, ONEDNN_ENV, SAFE_ISA, autocast, choose_dtype,
+                               cpu_bf16_speedup, cpu_mixed_precision, environment_summary, guard_cpu_bf16,
+                               pick_device, probe_cpu_bf16, trainer_precision)
 
 # Child programs that stand in for the bf16 matmul: one that works, one that dies of SIGILL as a CPU
 # with unusable AMX does, and one that dies only while oneDNN's instruction set is not capped.
@@ -85,8 +86,101 @@ def test_cpu_dtype_is_float32():
     assert choose_dtype(torch.device("cpu")) == torch.float32
 
 
-def test_trainer_precision_on_cpu():
-    assert trainer_precision("cpu") == {"bf16": False, "fp16": False, "use_cpu": True}
+# ---------------------------------------------------------------- bf16 mixed precision on a CPU
+
+@pytest.fixture
+def cpu_bf16(monkeypatch, tmp_cache):
+    """Set this process's view of the CPU: (safety probe result, measured bf16 speed-up); no env override."""
+    monkeypatch.delenv(CPU_BF16_ENV, raising=False)
+    tmp_cache.mkdir(parents=True, exist_ok=True)
+
+    def set_cpu(status: str, speedup: float | None):
+        monkeypatch.setattr(device, "_bf16_status", status)
+        monkeypatch.setattr(device, "_bf16_speedup", speedup)
+    return set_cpu
+
+
+@pytest.mark.parametrize("status, speedup, env, expected", [
+    ("ok", 2.7, None, True),        # native bf16 (AVX512-BF16 / AMX): on by default
+    ("capped", 2.7, None, True),
+    ("ok", 0.4, None, False),       # emulated bf16 is slower than fp32: stay fp32
+    ("ok", 1.2, None, False),       # not worth the rounding
+    ("unsafe", 0.0, None, False),
+    ("ok", 2.7, "0", False),        # the student's switch wins
+    ("ok", 0.4, "1", True),         # forced on where it is safe...
+    ("unsafe", 0.0, "1", False),    # ...but never where it would crash the kernel
+    ("ok", 2.7, "auto", True),
+])
+def test_cpu_mixed_precision_policy(cpu_bf16, monkeypatch, status, speedup, env, expected):
+    cpu_bf16(status, speedup)
+    if env is not None:
+        monkeypatch.setenv(CPU_BF16_ENV, env)
+    assert cpu_mixed_precision() is expected
+    assert trainer_precision("cpu") == {"bf16": expected, "fp16": False, "use_cpu": True}
+    with autocast(torch.nn.Linear(4, 4)):
+        assert torch.is_autocast_enabled("cpu") is expected
+        if expected:
+            assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
+def test_bad_cpu_bf16_switch_is_a_clear_error(cpu_bf16, monkeypatch):
+    cpu_bf16("ok", 2.7)
+    monkeypatch.setenv(CPU_BF16_ENV, "yes")
+    with pytest.raises(ValueError, match="LABS_CPU_BF16='yes' is unknown; use 0"):
+        cpu_mixed_precision()
+
+
+def test_autocast_leaves_alone_what_is_not_an_fp32_cpu_model(cpu_bf16):
+    cpu_bf16("ok", 2.7)
+    cases = {
+        "asked off": (torch.nn.Linear(4, 4), False),
+        "bf16 weights": (torch.nn.Linear(4, 4).to(torch.bfloat16), None),
+        "int8 dynamic": (torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(torch.nn.Linear(4, 4)),
+                                                                {torch.nn.Linear}, dtype=torch.qint8), None),
+    }
+    for name, (model, enabled) in cases.items():
+        with autocast(model, enabled):
+            assert not torch.is_autocast_enabled("cpu"), name
+    with autocast("cpu"):  # a device works too
+        assert torch.is_autocast_enabled("cpu")
+
+
+def test_autocast_asked_for_is_refused_where_bf16_would_crash(cpu_bf16):
+    cpu_bf16("unsafe", 0.0)
+    with autocast(torch.nn.Linear(4, 4), True):
+        assert not torch.is_autocast_enabled("cpu")
+
+
+def test_bf16_speed_is_measured_in_a_child_and_cached(cpu_bf16, monkeypatch, tmp_cache):
+    cpu_bf16("ok", None)
+    runs = []
+    real_run = subprocess.run
+
+    def counting_run(*args, **kwargs):
+        runs.append(args[0])
+        return real_run(*args, **kwargs)
+    monkeypatch.setattr(subprocess, "run", counting_run)
+    first = cpu_bf16_speedup()
+    assert first > 0 and len(runs) == 1 and runs[0][1] == "-c"
+    saved = json.loads((tmp_cache / "bf16_speed.json").read_text())
+    assert saved["speedup"] == round(first, 3)
+    monkeypatch.setattr(device, "_bf16_speedup", None)  # a new process: reads the file, runs nothing
+    assert cpu_bf16_speedup() == round(first, 3) and len(runs) == 1
+
+
+def test_bf16_speed_of_a_crashing_child_is_zero(cpu_bf16, monkeypatch):
+    cpu_bf16("ok", None)
+    monkeypatch.setattr(device, "BF16_SPEED_CODE", "import os, signal\nos.kill(os.getpid(), signal.SIGILL)\n")
+    assert cpu_bf16_speedup(use_cache=False) == 0.0
+    assert cpu_mixed_precision() is False
+
+
+def test_summary_says_which_precision_the_helpers_compute_in(cpu_bf16, monkeypatch):
+    monkeypatch.delenv("LABS_DEVICE", raising=False)
+    cpu_bf16("ok", 2.5)
+    assert "CPU bf16 ok (2.5x fp32): helpers compute in bf16, weights fp32" in environment_summary("tiny")
+    monkeypatch.setenv(CPU_BF16_ENV, "0")
+    assert "CPU bf16 ok (2.5x fp32): helpers stay fp32" in environment_summary("tiny")
 
 
 def test_environment_summary_is_one_line_with_profile_torch_and_device(monkeypatch):

@@ -62,10 +62,33 @@ def test_prompts_need_reordering(prompts, tiny_llama, tiny_t5):
 def test_batched_output_matches_one_at_a_time_in_input_order(pair, prompts):
     model, tok = pair
     config = make_generation_config(**GREEDY)
-    batched = generate_texts(model, tok, prompts, config, batch_size=2, progress=False)
+    # in the model's own precision (fp32): bf16 rounding would make padded and unpadded runs differ
+    batched = generate_texts(model, tok, prompts, config, batch_size=2, progress=False, mixed_precision=False)
     alone = _one_at_a_time(model, tok, prompts, config)
     assert all(alone) and len(set(alone)) == len(alone)  # distinct texts: a mix-up would show
     assert batched == alone
+
+
+@pytest.mark.parametrize("policy, asked, expected", [(True, None, True), (False, None, False), (True, False, False),
+                                                     (False, True, True)])
+def test_generation_runs_under_bf16_autocast_as_the_policy_says(tiny_llama, prompts, monkeypatch, policy, asked,
+                                                                 expected):
+    from labhelpers import device
+
+    monkeypatch.setattr(device, "_bf16_status", "ok")
+    monkeypatch.setattr(device, "cpu_mixed_precision", lambda: policy)
+    model, tok = tiny_llama
+    seen = []
+    hook = model.model.layers[0].self_attn.q_proj.register_forward_hook(
+        lambda module, args, output: seen.append((torch.is_autocast_enabled("cpu"), output.dtype)))
+    try:
+        texts = generate_texts(model, tok, prompts[:2], make_generation_config(**GREEDY), progress=False,
+                               mixed_precision=asked)
+    finally:
+        hook.remove()
+    assert len(texts) == 2 and seen  # (random weights: a text may be empty)
+    assert set(seen) == {(expected, torch.bfloat16 if expected else torch.float32)}
+    assert next(model.parameters()).dtype == torch.float32  # the weights stay fp32 either way
 
 
 def test_prompt_is_not_echoed(llama, prompts):

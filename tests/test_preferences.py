@@ -205,15 +205,16 @@ def test_pairs_sampled_from_a_tiny_policy(tiny_llama):
 def test_configs_are_safe_on_a_cpu(tmp_path):
     from trl import DPOConfig, GRPOConfig, RLOOConfig
 
-    from labhelpers.device import trainer_precision
+    from labhelpers.device import cpu_bf16_safe, cpu_mixed_precision, trainer_precision
 
     kinds = {"grpo": GRPOConfig, "rloo": RLOOConfig, "dpo": DPOConfig}
     for method, kind in kinds.items():
         config = trainer_config(method, tmp_path / method, steps=3, learning_rate=1e-4, batch_size=4, seed=7)
         assert type(config) is kind
-        precision = trainer_precision()  # on a CPU: no bf16 (TRL's default, which crashes some CPUs), use_cpu
+        precision = trainer_precision()  # on a CPU: bf16 (TRL's default) only where it is safe and fast; use_cpu
         assert (config.bf16, config.fp16, config.use_cpu) == (precision["bf16"], precision["fp16"], precision["use_cpu"])
-        assert config.bf16 is False or precision["use_cpu"] is False
+        if precision["use_cpu"]:
+            assert config.bf16 is cpu_mixed_precision() and (config.bf16 is False or cpu_bf16_safe())
         assert config.gradient_checkpointing is False and config.activation_checkpointing is False
         assert config.report_to in ([], "none", ["none"]) and config.save_strategy == "no"
         assert (config.max_steps, config.per_device_train_batch_size, config.seed, config.logging_steps) == (3, 4, 7, 1)
