@@ -545,22 +545,21 @@ def careless_summariser(model, tokenizer, dialogues, profile=None, *, output_dir
     the reward model flags 67% of the time, against 636 s and 19% with every block adapted).
 
     Returns (merged model, FineTuneResult, or None when a finished run in `output_dir` was reused).
-    With `reuse=False` it trains, replacing what `output_dir` held; with `reuse=True` it loads a finished
-    run from `output_dir` when there is one (lab 10 reuses lab 09's) and trains otherwise.
+    With `reuse=False` it trains, replacing what `output_dir` held; with `reuse=True` it loads the finished
+    run in `output_dir` when the same base model, data and settings made it (lab 10 reuses lab 09's), and
+    trains otherwise.
     """
     from .adapters import lora_config, merge_adapter
     from .profiles import get_profile
-    from .train import FINAL_DIR, TrainConfig, fine_tune, load_fine_tuned
+    from .train import TrainConfig, fine_tune
 
     prof = get_profile(profile)
     folder = Path(output_dir)
-    if reuse and (folder / FINAL_DIR / "adapter_config.json").is_file():
-        return merge_adapter(load_fine_tuned(folder, base_model=model)[0]), None
     settings = CARELESS_TRAINING.get(prof.name, CARELESS_TRAINING["embedded"])
     depth = getattr(model.config, "num_hidden_layers", None) or model.config.num_layers
     adapter = lora_config(model, r=16, layers=range(depth - max(1, depth // 3), depth))
     result = fine_tune(model, tokenizer, careless_summaries(dialogues["train"], share, seed=prof.seed),
                        dialogues["validation"], config=TrainConfig(seed=prof.seed, **settings),
-                       adapter=adapter, output_dir=folder, if_exists="overwrite",
+                       adapter=adapter, output_dir=folder, if_exists="reuse" if reuse else "overwrite",
                        live_plot=live_plot, progress=progress, title="the careless summariser")
-    return merge_adapter(result.model), result
+    return merge_adapter(result.model), None if result.reused else result

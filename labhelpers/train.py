@@ -311,6 +311,7 @@ class FineTuneResult:
     n_train: int
     n_dropped: int
     resumed_from: str | None = None
+    reused: bool = False  # True: a finished identical run was loaded from output_dir (if_exists="reuse")
 
     @property
     def first_loss(self) -> float:
@@ -335,49 +336,92 @@ def _fingerprint(config: TrainConfig, model, n_train: int, extra: Mapping) -> di
     return {"fingerprint": digest, **facts}
 
 
+def _data_digest(data: "InstructionData", val_data: "InstructionData | None") -> str:
+    """A digest of every training and validation example's tokens and labels: other data, another run."""
+    h = hashlib.sha256()
+    for part in (data, val_data):
+        for example in part.examples if part is not None else ():
+            h.update(json.dumps([example["input_ids"], example["labels"]]).encode())
+        h.update(b"|")
+    return h.hexdigest()[:16]
+
+
 def _checkpoints(folder: Path) -> list[Path]:
     found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
     return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
 
 
-def _prepare_output_dir(output_dir, if_exists: str, run: dict) -> tuple[Path | None, str | None]:
-    """Decide what to do with an existing output folder; returns (folder, checkpoint to resume from)."""
-    if if_exists not in {"error", "resume", "overwrite"}:
-        raise ValueError(f"if_exists={if_exists!r} must be 'error', 'resume' or 'overwrite'")
+def _recorded_run(path: Path) -> tuple[dict | None, bool]:
+    """The run record in `path` (a RUN_FILE): (its contents, or None when missing; whether it is unreadable)."""
+    if not path.exists():
+        return None, False
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None, True
+    return (recorded, False) if isinstance(recorded, dict) else (None, True)
+
+
+def finished_run(output_dir) -> dict | None:
+    """The record of the run whose model `output_dir/final` holds (its fingerprint, settings, history), if any."""
+    final = Path(output_dir).expanduser() / FINAL_DIR
+    return _recorded_run(final / RUN_FILE)[0] if final.is_dir() else None
+
+
+def _prepare_output_dir(output_dir, if_exists: str, run: dict) -> tuple[Path | None, str | None, bool]:
+    """Decide what to do with an existing output folder: (folder, checkpoint to resume from, reuse its final).
+
+    A finished model (`final/`) is never deleted before a new one replaces it whole: "overwrite" clears the
+    old run's checkpoints and record only, so an interrupted overwrite leaves the previous model loadable,
+    and the interrupted run can go on with "resume". `final/` carries the record of the run that made it.
+    """
+    if if_exists not in {"error", "resume", "overwrite", "reuse"}:
+        raise ValueError(f"if_exists={if_exists!r} must be 'error', 'resume', 'overwrite' or 'reuse'")
     if output_dir is None:
-        return None, None
+        if if_exists == "reuse":
+            raise ValueError("if_exists='reuse' needs an output_dir to look for a finished run in")
+        return None, None, False
     folder = Path(output_dir).expanduser()
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"output_dir={str(folder)!r} is a file; give a folder")
+    final = folder / FINAL_DIR
+    made_final, _ = _recorded_run(final / RUN_FILE)
+    # a final/ without a record of its own predates records: count it as this folder's finished run
+    final_is_this_run = final.exists() and (made_final is None or made_final.get("fingerprint") == run["fingerprint"])
+    if if_exists == "reuse":
+        if final.exists() and made_final is not None and made_final.get("fingerprint") == run["fingerprint"]:
+            return folder, None, True
+        if_exists = "overwrite"  # nothing identical to reuse: train
     occupied = folder.exists() and any(folder.iterdir())
     if not occupied or if_exists == "overwrite":
-        if occupied:
-            shutil.rmtree(folder)
+        for entry in folder.iterdir() if occupied else ():
+            if entry.name == FINAL_DIR:
+                continue  # replaced whole when the new run finishes
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
         folder.mkdir(parents=True, exist_ok=True)
         _write_text_atomic(folder / RUN_FILE, json.dumps(run, indent=1, default=str))
-        return folder, None
-    recorded, unreadable = None, False
-    if (folder / RUN_FILE).exists():
-        try:
-            recorded = json.loads((folder / RUN_FILE).read_text())
-        except ValueError:
-            unreadable = True
-    if (folder / FINAL_DIR).exists():
+        return folder, None, False
+    recorded, unreadable = _recorded_run(folder / RUN_FILE)
+    if final_is_this_run:
         raise FileExistsError(f"output_dir={str(folder)!r} holds a finished model; pass if_exists='overwrite' to "
-                              "replace it, or choose another output_dir")
+                              "replace it, if_exists='reuse' to load it, or choose another output_dir")
     if if_exists == "error":
-        raise FileExistsError(f"output_dir={str(folder)!r} holds an unfinished run; pass if_exists='resume' to "
+        what = "an unfinished run" if recorded is not None and not final.exists() else "another run's model or checkpoints"
+        raise FileExistsError(f"output_dir={str(folder)!r} holds {what}; pass if_exists='resume' to "
                               "continue it, if_exists='overwrite' to start again, or choose another output_dir")
     if unreadable:
         raise FileExistsError(f"{folder / RUN_FILE} is damaged, so its checkpoints cannot be matched to this run; "
                               "use if_exists='overwrite' or another output_dir")
-    if not isinstance(recorded, dict) or recorded.get("fingerprint") != run["fingerprint"]:
+    if recorded is None or recorded.get("fingerprint") != run["fingerprint"]:
         raise FileExistsError(f"output_dir={str(folder)!r} holds another run's checkpoints (different model, data or "
                               "settings); use if_exists='overwrite' or another output_dir")
     found = _checkpoints(folder)
     if found:
         _check_checkpoint(found[-1])
-    return folder, str(found[-1]) if found else None
+    return folder, str(found[-1]) if found else None, False
 
 
 def _check_checkpoint(checkpoint: Path) -> None:
@@ -406,9 +450,10 @@ def _save_failed(err: OSError, what: str, folder: Path) -> OSError:
                               f"run fine_tune again with if_exists='resume'")
 
 
-def _atomic_save(model, tokenizer, final: Path) -> None:
+def _atomic_save(model, tokenizer, final: Path, record: Mapping | None = None) -> None:
     """Write the model whole under a name of this process's own, then rename it to `final`. When another run
-    finished into the same folder meanwhile (two notebooks at once), its model is replaced whole, not mixed."""
+    finished into the same folder meanwhile (two notebooks at once), its model is replaced whole, not mixed.
+    `record` (the run's fingerprint, settings and history) goes inside, so a model and its record never part."""
     staging = final.with_name(f"{final.name}.partial{os.getpid()}")
     if staging.exists():
         shutil.rmtree(staging)
@@ -416,6 +461,8 @@ def _atomic_save(model, tokenizer, final: Path) -> None:
         model.save_pretrained(staging, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
+        if record is not None:
+            (staging / RUN_FILE).write_text(json.dumps(record, indent=1, default=str))
     except OSError as err:
         shutil.rmtree(staging, ignore_errors=True)  # give back the space the half-written model took
         raise _save_failed(err, f"the final model to {final}", final.parent) from err
@@ -562,7 +609,9 @@ def fine_tune(base_model, tokenizer, train, validation=None, *, tasks: Sequence[
     left as it was (pass in_place=True to train it directly, e.g. a model you just loaded for this).
     `output_dir` (optional) receives checkpoints every `config.save_every` steps and the final model in
     `output_dir/final`; `if_exists` says what to do when it already holds a run: "error" (default),
-    "resume" (continue the same run from its last checkpoint) or "overwrite".
+    "resume" (continue the same run from its last checkpoint), "overwrite" (train again; the old final
+    model stays until the new one replaces it whole) or "reuse" (load the finished model when the same
+    model, data and settings made it, `result.reused` is then True; train otherwise).
     `adapter` (a peft config such as `adapters.lora_config(base_model)`): train only that adapter, on a
     copy of the base; result.model is then a PeftModel, and checkpoints and output_dir/final hold the
     adapter alone (adapter_config.json + adapter_model.safetensors).
@@ -582,11 +631,13 @@ def fine_tune(base_model, tokenizer, train, validation=None, *, tasks: Sequence[
                                        seed=config.seed) if validation is not None else None)
     task_names = sorted(data.tasks)
     extra = {"tasks": task_names, "family": family, "max_length": data.max_length,
-             "first_ids": data.examples[0]["input_ids"][:16]}
+             "first_ids": data.examples[0]["input_ids"][:16], "data": _data_digest(data, val_data)}
     if adapter is not None:
         extra["adapter"] = _adapter_facts(adapter)  # another adapter is another run (resume refuses it)
     run = _fingerprint(config, base_model, len(data), extra)
-    folder, resume_from = _prepare_output_dir(output_dir, if_exists, run)
+    folder, resume_from, reuse = _prepare_output_dir(output_dir, if_exists, run)
+    if reuse:
+        return _reused_result(folder, base_model, data, finished_run(folder))
 
     seed_everything(config.seed)
     model = base_model if in_place else copy.deepcopy(base_model)
@@ -666,18 +717,30 @@ def fine_tune(base_model, tokenizer, train, validation=None, *, tasks: Sequence[
     model.eval()
     if getattr(model.config, "use_cache", None) is False:
         model.config.use_cache = True
-    if folder is not None:
-        _atomic_save(model, tokenizer, folder / FINAL_DIR)
-        for checkpoint in _checkpoints(folder) + [folder / CHECKPOINT_STAGING]:
-            shutil.rmtree(checkpoint, ignore_errors=True)  # the final model supersedes them
     full = _History(False, title)  # the whole run's log, also the part before a resume
     for logs in trainer.state.log_history:
         full.add(logs.get("step", 0), logs)
     timing = history.frame()[["step", "seconds"]]
     log = full.frame().drop(columns="seconds").merge(timing, on="step", how="left")
+    if folder is not None:
+        record = {**run, "seconds": seconds, "tokens_seen": trainer.tokens_seen, "n_dropped": data.n_dropped,
+                  "history": log.astype(object).where(log.notna(), None).to_dict("records")}
+        _atomic_save(model, tokenizer, folder / FINAL_DIR, record)
+        for checkpoint in _checkpoints(folder) + [folder / CHECKPOINT_STAGING]:
+            shutil.rmtree(checkpoint, ignore_errors=True)  # the final model supersedes them
     return FineTuneResult(model=model, history=log, output_dir=folder, seconds=seconds,
                           tokens_seen=trainer.tokens_seen, n_train=len(data), n_dropped=data.n_dropped,
                           resumed_from=resume_from)
+
+
+def _reused_result(folder: Path, base_model, data: "InstructionData", record: dict) -> FineTuneResult:
+    """The FineTuneResult of a finished identical run, loaded from `folder` instead of trained again."""
+    import pandas as pd
+
+    model = load_fine_tuned(folder, base_model=base_model)[0]
+    return FineTuneResult(model=model, history=pd.DataFrame(record.get("history") or []), output_dir=folder,
+                          seconds=float(record.get("seconds", 0.0)), tokens_seen=int(record.get("tokens_seen", 0)),
+                          n_train=len(data), n_dropped=data.n_dropped, reused=True)
 
 
 def load_fine_tuned(output_dir: str | os.PathLike, *, base_model=None, device=None, dtype=None):

@@ -127,3 +127,8 @@ def test_careless_summariser_trains_once_and_is_reused(tmp_path):
     again, none = careless_summariser(model, tok, dialogues, "tiny", output_dir=tmp_path / "careless", reuse=True)
     assert none is None
     assert all(torch.equal(v, start.state_dict()[k]) for k, v in again.state_dict().items())
+    # another share of careless summaries is another run: reuse=True trains it rather than load the old one
+    other, trained = careless_summariser(model, tok, dialogues, "tiny", output_dir=tmp_path / "careless", reuse=True,
+                                         share=0.5, progress=False, live_plot=False)
+    assert trained is not None and not trained.reused
+    assert any(not torch.equal(v, start.state_dict()[k]) for k, v in other.state_dict().items())

@@ -15,7 +15,7 @@ import torch
 from labhelpers.models import model_family
 from labhelpers.prompts import Template, build_chat, build_prompt, model_input
 from labhelpers.train import (FINAL_DIR, IGNORE_INDEX, answer_end_id, RUN_FILE, TASKS, PadCollator, Task, TrainConfig,
-                              answer_only_loss, build_instruction_data, encode_example, fine_tune, get_task,
+                              answer_only_loss, build_instruction_data, encode_example, finished_run, fine_tune, get_task,
                               label_mask, load_fine_tuned, task_prompt)
 
 from stirring import stirred
@@ -46,7 +46,7 @@ class _Interrupted(KeyboardInterrupt):
     """What a student's Ctrl-C (or a lost kernel) would raise in the middle of training."""
 
 
-def _interrupted_run(model, tok, rows, folder, config, at_step: int) -> None:
+def _interrupted_run(model, tok, rows, folder, config, at_step: int, if_exists: str = "error") -> None:
     """Start fine_tune into `folder` and interrupt it once `at_step` optimizer steps are done."""
     import transformers
 
@@ -60,7 +60,8 @@ def _interrupted_run(model, tok, rows, folder, config, at_step: int) -> None:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(transformers.Trainer, "training_step", training_step)
         with pytest.raises(_Interrupted):
-            fine_tune(model, tok, rows, tasks="topic", config=config, output_dir=folder, progress=False)
+            fine_tune(model, tok, rows, tasks="topic", config=config, output_dir=folder, if_exists=if_exists,
+                      progress=False)
 
 
 # ---------------------------------------------------------------- encoding and label masks
@@ -502,6 +503,61 @@ def test_finished_model_is_kept_unless_overwrite(tiny_llama, train_rows, tmp_pat
     replaced = load_fine_tuned(out)[0]
     assert _same_weights(replaced, second.model)
     assert not _same_weights(replaced, first.model)
+
+
+def test_interrupted_overwrite_keeps_the_previous_model_and_can_resume(tiny_llama, train_rows, tmp_path):
+    base, tok = tiny_llama
+    out = tmp_path / "run"
+    first = fine_tune(base, tok, train_rows[:4], tasks="topic", config=TrainConfig(steps=2, **FAST), output_dir=out,
+                      progress=False, live_plot=False)
+    config = TrainConfig(steps=6, save_every=2, **FAST)
+    _interrupted_run(base, tok, train_rows, out, config, at_step=5, if_exists="overwrite")
+    assert sorted(p.name for p in out.iterdir()) == sorted([FINAL_DIR, RUN_FILE, "checkpoint-4"])
+    assert _same_weights(load_fine_tuned(out)[0], first.model)  # the previous model was not lost
+    assert finished_run(out)["fingerprint"] != json.loads((out / RUN_FILE).read_text())["fingerprint"]
+
+    with pytest.raises(FileExistsError, match="if_exists='resume'"):
+        fine_tune(base, tok, train_rows, tasks="topic", config=config, output_dir=out, progress=False)
+    resumed = fine_tune(base, tok, train_rows, tasks="topic", config=config, output_dir=out, if_exists="resume",
+                        progress=False, live_plot=False)
+    assert resumed.resumed_from.endswith("checkpoint-4")
+    assert sorted(p.name for p in out.iterdir()) == sorted([FINAL_DIR, RUN_FILE])
+    assert _same_weights(load_fine_tuned(out)[0], resumed.model)
+    assert finished_run(out)["fingerprint"] == json.loads((out / RUN_FILE).read_text())["fingerprint"]
+
+
+def test_reuse_loads_an_identical_finished_run_and_trains_otherwise(tiny_llama, train_rows, tmp_path):
+    import transformers
+
+    base, tok = tiny_llama
+    out = tmp_path / "run"
+    config = TrainConfig(steps=3, **FAST)
+    first = fine_tune(base, tok, train_rows[:8], tasks="topic", config=config, output_dir=out, if_exists="reuse",
+                      progress=False, live_plot=False)
+    assert not first.reused and (out / FINAL_DIR / RUN_FILE).is_file()  # nothing to reuse yet: it trained
+
+    def no_training(self, *args, **kwargs):
+        raise AssertionError("reuse trained again")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(transformers.Trainer, "training_step", no_training)
+        again = fine_tune(base, tok, train_rows[:8], tasks="topic", config=config, output_dir=out,
+                          if_exists="reuse", progress=False, live_plot=False)
+    assert again.reused and _same_weights(again.model, first.model) and not again.model.training
+    assert again.history["train_loss"].dropna().tolist() == pytest.approx(first.history["train_loss"].dropna().tolist())
+    assert (again.seconds, again.tokens_seen, again.n_train) == (pytest.approx(first.seconds), first.tokens_seen, 8)
+
+    other = TrainConfig(steps=3, batch_size=4, learning_rate=2e-3)  # other settings: not the same run
+    third = fine_tune(base, tok, train_rows[:8], tasks="topic", config=other, output_dir=out, if_exists="reuse",
+                      progress=False, live_plot=False)
+    assert not third.reused and not _same_weights(third.model, first.model)
+    assert _same_weights(load_fine_tuned(out)[0], third.model)
+
+    (out / FINAL_DIR / RUN_FILE).unlink()  # a model without its record cannot be proved the same: trained again
+    fourth = fine_tune(base, tok, train_rows[:8], tasks="topic", config=other, output_dir=out, if_exists="reuse",
+                       progress=False, live_plot=False)
+    assert not fourth.reused and (out / FINAL_DIR / RUN_FILE).is_file()
+    with pytest.raises(ValueError, match="needs an output_dir"):
+        fine_tune(base, tok, train_rows[:8], tasks="topic", config=other, if_exists="reuse", progress=False)
 
 
 def test_output_dir_that_is_a_file_is_refused(tiny_llama, train_rows, tmp_path):
