@@ -26,6 +26,8 @@ METHODS = ("grpo", "rloo", "dpo")
 # The row a lab writes for the comparison table of lab 10 (lab 09 writes PPO's in outputs/09_rlhf_ppo/results.json).
 METHOD_ROW_KEYS = {"method": str, "toxicity_reward_model": float, "toxicity_judge": float, "judge_change": list,
                    "rouge_l": float, "kl": float, "train_seconds": float, "steps": int}
+# optional: the 95% intervals behind the means above, each [mean, low, high] (rows written before they existed lack them)
+METHOD_ROW_INTERVALS = ("toxicity_reward_model_ci", "toxicity_judge_ci", "rouge_l_ci", "rouge_change", "kl_ci")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -377,14 +379,17 @@ def log_frame(trainer_or_history) -> "pd.DataFrame":
 
 
 def check_method_row(row: Mapping, where: str = "row") -> dict:
-    """`row` with the keys and types of METHOD_ROW_KEYS (judge_change = [mean, low, high]), else ValueError."""
+    """`row` with the keys and types of METHOD_ROW_KEYS (judge_change = [mean, low, high]), else ValueError.
+
+    The optional METHOD_ROW_INTERVALS, when present, must be [mean, low, high] too."""
     if not isinstance(row, Mapping):
         raise ValueError(f"{where} must be a JSON object with keys {sorted(METHOD_ROW_KEYS)}, not {type(row).__name__}")
     missing = sorted(set(METHOD_ROW_KEYS) - set(row))
     if missing:
         raise ValueError(f"{where} lacks {missing}; a method row has {sorted(METHOD_ROW_KEYS)}")
     out = dict(row)
-    for key, kind in METHOD_ROW_KEYS.items():
+    present = {key: list for key in METHOD_ROW_INTERVALS if key in row}
+    for key, kind in {**METHOD_ROW_KEYS, **present}.items():
         value = row[key]
         if kind is float:
             ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
@@ -433,6 +438,6 @@ def write_method_row(path: str | os.PathLike, row: Mapping) -> dict:
     return row
 
 
-__all__ = ["METHODS", "METHOD_ROW_KEYS", "PreferencePairs", "check_method_row", "checked_reward", "completion_texts",
+__all__ = ["METHODS", "METHOD_ROW_INTERVALS", "METHOD_ROW_KEYS", "PreferencePairs", "check_method_row", "checked_reward", "completion_texts",
            "dpo_loss", "group_advantages", "log_frame", "prompt_dataset", "rank_into_pairs", "read_method_row",
            "require_causal", "sample_preference_pairs", "toxicity_reward", "trainer_config", "write_method_row"]

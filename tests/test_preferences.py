@@ -323,6 +323,9 @@ def test_method_rows_round_trip_and_a_missing_file_is_none(tmp_path):
     assert read_method_row(path, profile="tiny")["profile"] == "tiny"
     assert read_method_row(path, profile="embedded") is None  # measured on another profile: not this run's row
     assert not (tmp_path / "lab" / "results.json.partial").exists()
+    with_intervals = {**ROW, "toxicity_judge_ci": [0.1, 0.05, 0.15], "kl_ci": [1.5, 1, 2]}
+    write_method_row(path, with_intervals)
+    assert read_method_row(path)["kl_ci"] == [1.5, 1.0, 2.0] and read_method_row(path)["toxicity_judge_ci"][1] == 0.05
 
 
 @pytest.mark.parametrize("change, message", [
@@ -330,6 +333,8 @@ def test_method_rows_round_trip_and_a_missing_file_is_none(tmp_path):
     ({"kl": float("nan")}, r"\['kl'\] = nan must be a float"),
     ({"judge_change": [0.1, 0.2]}, r"judge_change.*\[mean, low, high\]"),
     ({"method": ""}, r"\['method'\]"),
+    ({"kl_ci": [1.5, 1.0]}, r"\['kl_ci'\].*\[mean, low, high\]"),  # an interval, when given, is checked too
+    ({"rouge_change": [0.1, float("inf"), 0.2]}, r"rouge_change"),
 ])
 def test_bad_method_rows_are_named(change, message):
     with pytest.raises(ValueError, match=message):
