@@ -6,10 +6,11 @@ that out in a child process, never in the student's kernel, and cap oneDNN's ins
 (`ONEDNN_MAX_CPU_ISA`) when that cap makes bf16 safe.
 
 Where bf16 is safe *and* native (AVX512-BF16 or AMX: about 2.5x the fp32 matmul rate on the
-machines these labs are tested on), the helpers compute in bf16 under `torch.autocast` while
-the weights stay fp32, as mixed precision does on a GPU: generation, fine-tuning and PPO run
-1.6-2x faster. Whether bf16 is faster is measured once per machine, in a child process;
-`LABS_CPU_BF16=0` keeps every helper in fp32, `LABS_CPU_BF16=1` uses bf16 whenever it is safe.
+machines these labs are tested on), fine-tuning (`fine_tune`, TRL's trainers) runs in bf16 mixed
+precision (autocast; the weights and optimiser stay fp32), as it would on a GPU: a LoRA step 1.8x,
+a full step 1.6x faster. Generation stays fp32 unless asked for (`generate_texts(mixed_precision=True)`),
+and so does PPO. Whether bf16 is faster is measured once per machine, in a child process;
+`LABS_CPU_BF16=0` keeps everything in fp32, `LABS_CPU_BF16=1` trains in bf16 whenever it is safe.
 """
 
 from __future__ import annotations
@@ -190,7 +191,7 @@ def cpu_mixed_precision() -> bool:
 
 
 def autocast(model_or_device=None, enabled: bool | None = None):
-    """A context in which the helpers' forward passes run: bf16 autocast on a CPU that does bf16 fast.
+    """A context for forward passes: bf16 autocast on a CPU that does bf16 fast, else a plain context.
 
     `enabled=None` follows `cpu_mixed_precision()`; False always gives a plain context (to measure
     fp32 itself, as lab 02 does); True asks for bf16 where it is safe. Only a CPU model whose floating
@@ -324,7 +325,7 @@ def environment_summary(profile=None) -> str:
     bf16 = {"ok": "ok", "capped": f"ok with {ONEDNN_ENV}={SAFE_ISA}", "unsafe": "unsafe, fp32 only"}[guard_cpu_bf16()]
     if device.type == "cpu" and guard_cpu_bf16() != "unsafe":
         speed = f"{cpu_bf16_speedup():.1f}x fp32"
-        bf16 += f" ({speed}): helpers compute in bf16, weights fp32" if cpu_mixed_precision() else f" ({speed}): helpers stay fp32"
+        bf16 += f" ({speed}): training in bf16 mixed precision" if cpu_mixed_precision() else f" ({speed}): training in fp32"
     return (f"labhelpers {version('labhelpers')} | profile {prof.name} | Python {platform.python_version()}"
             f" | torch {torch.__version__} | transformers {version('transformers')} | device {where}"
             f" | dtype {dtype} | CPU bf16 {bf16} | RAM {ram:.0f} GiB")

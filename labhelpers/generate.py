@@ -73,13 +73,14 @@ def _cut_at_stops(text: str, stop_strings: Sequence[str]) -> str:
 def generate_texts(model, tokenizer, prompts: Sequence, config=None, *, batch_size: int = 8,
                    chat: bool | None = None, stop_strings: Sequence[str] = (), seed: int = 0,
                    progress: bool = True, desc: str = "generating",
-                   mixed_precision: bool | None = None) -> list[str]:
+                   mixed_precision: bool = False) -> list[str]:
     """Generate for each prompt (text or chat messages) and return the new text only, in input order.
 
     `config` is a GenerationConfig (default: greedy, 48 new tokens). Sampling is seeded with `seed`,
     so a run repeats exactly on the same machine. `stop_strings` cut the text where they first appear.
-    `mixed_precision`: None computes in bf16 on a CPU that does bf16 fast (`labhelpers.device.autocast`),
-    False keeps the model's own precision, True asks for bf16 wherever it is safe.
+    `mixed_precision=True` generates under bf16 autocast on a CPU where bf16 is safe (about 1.5x faster where
+    it is native). It is off by default: on the 135M embedded model it cost 0.013 ROUGE-L on the test
+    dialogues, and its outputs depend on which prompts share a batch (padding changes the rounding).
     """
     import torch
     from tqdm.auto import tqdm
@@ -111,7 +112,7 @@ def generate_texts(model, tokenizer, prompts: Sequence, config=None, *, batch_si
     device = next(model.parameters()).device
     torch.manual_seed(seed)
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    with torch.inference_mode(), autocast(model, mixed_precision):
+    with torch.inference_mode(), autocast(model, True if mixed_precision else False):
         for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
             enc = tokenizer.pad({key: [encoded[key][i] for i in batch] for key in ("input_ids", "attention_mask")},
                                 return_tensors="pt").to(device)

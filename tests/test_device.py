@@ -178,9 +178,9 @@ def test_bf16_speed_of_a_crashing_child_is_zero(cpu_bf16, monkeypatch):
 def test_summary_says_which_precision_the_helpers_compute_in(cpu_bf16, monkeypatch):
     monkeypatch.delenv("LABS_DEVICE", raising=False)
     cpu_bf16("ok", 2.5)
-    assert "CPU bf16 ok (2.5x fp32): helpers compute in bf16, weights fp32" in environment_summary("tiny")
+    assert "CPU bf16 ok (2.5x fp32): training in bf16 mixed precision" in environment_summary("tiny")
     monkeypatch.setenv(CPU_BF16_ENV, "0")
-    assert "CPU bf16 ok (2.5x fp32): helpers stay fp32" in environment_summary("tiny")
+    assert "CPU bf16 ok (2.5x fp32): training in fp32" in environment_summary("tiny")
 
 
 def test_environment_summary_is_one_line_with_profile_torch_and_device(monkeypatch):
