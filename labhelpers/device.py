@@ -175,7 +175,7 @@ def cpu_bf16_speedup(timeout_s: float = 120.0, use_cache: bool = True) -> float:
 
 
 def cpu_mixed_precision() -> bool:
-    """Whether the helpers compute in bf16 on the CPU (autocast; the weights stay fp32).
+    """Whether the helpers train in bf16 mixed precision on the CPU (autocast; weights and optimiser stay fp32).
 
     $LABS_CPU_BF16: "0" never, "1" whenever bf16 is safe here, unset or "auto" when it is safe and
     measured at least 1.3x faster than fp32 (native bf16: AVX512-BF16 or AMX).

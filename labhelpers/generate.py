@@ -112,7 +112,7 @@ def generate_texts(model, tokenizer, prompts: Sequence, config=None, *, batch_si
     device = next(model.parameters()).device
     torch.manual_seed(seed)
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    with torch.inference_mode(), autocast(model, True if mixed_precision else False):
+    with torch.inference_mode(), autocast(model, bool(mixed_precision)):
         for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
             enc = tokenizer.pad({key: [encoded[key][i] for i in batch] for key in ("input_ids", "attention_mask")},
                                 return_tensors="pt").to(device)
