@@ -368,8 +368,9 @@ def finished_run(output_dir) -> dict | None:
     return _recorded_run(final / RUN_FILE)[0] if final.is_dir() else None
 
 
-def _prepare_output_dir(output_dir, if_exists: str, run: dict) -> tuple[Path | None, str | None, bool]:
-    """Decide what to do with an existing output folder: (folder, checkpoint to resume from, reuse its final).
+def _prepare_output_dir(output_dir, if_exists: str, run: dict) -> tuple[Path | None, str | None, dict | None]:
+    """Decide what to do with an existing output folder: (folder, checkpoint to resume from, the record of
+    the finished identical run to reuse, or None).
 
     A finished model (`final/`) is never deleted before a new one replaces it whole: "overwrite" clears the
     old run's checkpoints and record only, so an interrupted overwrite leaves the previous model loadable,
@@ -380,17 +381,18 @@ def _prepare_output_dir(output_dir, if_exists: str, run: dict) -> tuple[Path | N
     if output_dir is None:
         if if_exists == "reuse":
             raise ValueError("if_exists='reuse' needs an output_dir to look for a finished run in")
-        return None, None, False
+        return None, None, None
     folder = Path(output_dir).expanduser()
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"output_dir={str(folder)!r} is a file; give a folder")
     final = folder / FINAL_DIR
     made_final, _ = _recorded_run(final / RUN_FILE)
+    same_final = final.exists() and made_final is not None and made_final.get("fingerprint") == run["fingerprint"]
     # a final/ without a record of its own predates records: count it as this folder's finished run
-    final_is_this_run = final.exists() and (made_final is None or made_final.get("fingerprint") == run["fingerprint"])
+    final_is_this_run = same_final or (final.exists() and made_final is None)
     if if_exists == "reuse":
-        if final.exists() and made_final is not None and made_final.get("fingerprint") == run["fingerprint"]:
-            return folder, None, True
+        if same_final:
+            return folder, None, made_final
         if_exists = "overwrite"  # nothing identical to reuse: train
     occupied = folder.exists() and any(folder.iterdir())
     if not occupied or if_exists == "overwrite":
@@ -403,7 +405,7 @@ def _prepare_output_dir(output_dir, if_exists: str, run: dict) -> tuple[Path | N
                 entry.unlink()
         folder.mkdir(parents=True, exist_ok=True)
         _write_text_atomic(folder / RUN_FILE, json.dumps(run, indent=1, default=str))
-        return folder, None, False
+        return folder, None, None
     recorded, unreadable = _recorded_run(folder / RUN_FILE)
     if final_is_this_run:
         raise FileExistsError(f"output_dir={str(folder)!r} holds a finished model; pass if_exists='overwrite' to "
@@ -421,7 +423,7 @@ def _prepare_output_dir(output_dir, if_exists: str, run: dict) -> tuple[Path | N
     found = _checkpoints(folder)
     if found:
         _check_checkpoint(found[-1])
-    return folder, str(found[-1]) if found else None, False
+    return folder, str(found[-1]) if found else None, None
 
 
 def _check_checkpoint(checkpoint: Path) -> None:
@@ -635,9 +637,9 @@ def fine_tune(base_model, tokenizer, train, validation=None, *, tasks: Sequence[
     if adapter is not None:
         extra["adapter"] = _adapter_facts(adapter)  # another adapter is another run (resume refuses it)
     run = _fingerprint(config, base_model, len(data), extra)
-    folder, resume_from, reuse = _prepare_output_dir(output_dir, if_exists, run)
-    if reuse:
-        return _reused_result(folder, base_model, data, finished_run(folder))
+    folder, resume_from, finished = _prepare_output_dir(output_dir, if_exists, run)
+    if finished is not None:
+        return _reused_result(folder, base_model, data, finished)
 
     seed_everything(config.seed)
     model = base_model if in_place else copy.deepcopy(base_model)
