@@ -79,6 +79,23 @@ def _cpu_fingerprint() -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
+def _read_cache(name: str, key: str) -> dict:
+    """This machine's cached result in cache_dir()/name (a dict), or {} when missing, damaged or another machine's."""
+    try:
+        cached = json.loads((cache_dir() / name).read_text())
+    except (OSError, ValueError):
+        return {}
+    return cached if isinstance(cached, dict) and cached.get("key") == key else {}
+
+
+def _write_cache(name: str, record: dict) -> None:
+    """Write a result to cache_dir()/name whole (a temporary file renamed into place)."""
+    path = cache_dir() / name
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, path)
+
+
 def _run_probe(code: str, env: dict[str, str], timeout_s: float) -> bool:
     """True when `code` exits cleanly in a fresh Python process (a crash there cannot hurt us)."""
     try:
@@ -95,15 +112,11 @@ def probe_cpu_bf16(code: str = BF16_PROBE_CODE, timeout_s: float = 120.0, use_ca
     Returns "ok" (works as is), "capped" (works once ONEDNN_MAX_CPU_ISA is capped) or
     "unsafe" (crashes either way: keep CPU work in fp32).
     """
-    cache_file = cache_dir() / "bf16_probe.json"
     key = _cpu_fingerprint()
     if use_cache and code == BF16_PROBE_CODE:
-        try:
-            cached = json.loads(cache_file.read_text())
-            if cached.get("key") == key and cached.get("status") in {"ok", "capped", "unsafe"}:
-                return cached["status"]
-        except (OSError, ValueError):
-            pass
+        cached = _read_cache("bf16_probe.json", key).get("status")
+        if cached in {"ok", "capped", "unsafe"}:
+            return cached
     env = dict(os.environ)
     if _run_probe(code, env, timeout_s):
         status = "ok"
@@ -111,9 +124,7 @@ def probe_cpu_bf16(code: str = BF16_PROBE_CODE, timeout_s: float = 120.0, use_ca
         env[ONEDNN_ENV] = SAFE_ISA
         status = "capped" if _run_probe(code, env, timeout_s) else "unsafe"
     if use_cache and code == BF16_PROBE_CODE:
-        tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"key": key, "status": status}))
-        os.replace(tmp, cache_file)
+        _write_cache("bf16_probe.json", {"key": key, "status": status})
     return status
 
 
@@ -151,14 +162,10 @@ def cpu_bf16_speedup(timeout_s: float = 120.0, use_cache: bool = True) -> float:
         return _bf16_speedup
     speedup = 0.0
     if cpu_bf16_safe():
-        cache_file = cache_dir() / "bf16_speed.json"
         key = _cpu_fingerprint()
-        try:
-            cached = json.loads(cache_file.read_text()) if use_cache else {}
-        except (OSError, ValueError):
-            cached = {}
-        if cached.get("key") == key and isinstance(cached.get("speedup"), (int, float)):
-            speedup = float(cached["speedup"])
+        cached = _read_cache("bf16_speed.json", key).get("speedup") if use_cache else None
+        if isinstance(cached, (int, float)) and not isinstance(cached, bool):
+            speedup = float(cached)
         else:
             try:
                 done = subprocess.run([sys.executable, "-c", BF16_SPEED_CODE], env=dict(os.environ),
@@ -167,9 +174,7 @@ def cpu_bf16_speedup(timeout_s: float = 120.0, use_cache: bool = True) -> float:
             except (subprocess.TimeoutExpired, OSError, ValueError, IndexError):
                 speedup = 0.0
             if use_cache:
-                tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
-                tmp.write_text(json.dumps({"key": key, "speedup": round(speedup, 3)}))
-                os.replace(tmp, cache_file)
+                _write_cache("bf16_speed.json", {"key": key, "speedup": round(speedup, 3)})
     _bf16_speedup = speedup
     return speedup
 
