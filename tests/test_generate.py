@@ -223,3 +223,108 @@ def test_playground_shows_a_first_result_and_regenerates_on_demand(llama, tiny_d
     assert built[-1] == rows[2]["id"] and rows[2]["summary"] in report
     out = panel.children[-1]
     assert out.outputs[0]["text"] == report  # the widget shows what the last run produced
+
+
+def test_common_prefix_length_leaves_every_prompt_a_token_of_its_own():
+    from labhelpers.generate import common_prefix_length
+
+    assert common_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5, 6]]) == 3
+    assert common_prefix_length([[1, 2, 3], [1, 2, 3, 4]]) == 2  # the shorter one keeps its last token
+    assert common_prefix_length([[7, 1], [8, 1]]) == 0
+    assert common_prefix_length([[1, 2, 3]]) == 2
+
+
+@pytest.fixture(scope="module")
+def few_shot_prompts(tiny_dialogues) -> list[str]:
+    """Two worked examples, then dialogues of clearly different lengths: a long common start."""
+    rows = tiny_dialogues["test"]
+    shots = list(tiny_dialogues["train"])[:2]
+    cuts = [200, 40, 500, 90, 300]
+    return [build_prompt(rows[i]["dialogue"][:cut].strip(), examples=shots) for i, cut in enumerate(cuts)]
+
+
+def _spy_on_prefixes(monkeypatch) -> list[int]:
+    from labhelpers import generate
+
+    lengths, real = [], generate._prefix_cache
+
+    def spy(model, prefix, device):
+        lengths.append(len(prefix))
+        return real(model, prefix, device)
+
+    monkeypatch.setattr(generate, "_prefix_cache", spy)
+    return lengths
+
+
+@pytest.mark.parametrize("settings", [GREEDY, dict(max_new_tokens=10, do_sample=True, temperature=1.0)],
+                         ids=["greedy", "sampled"])
+def test_a_shared_start_is_read_once_and_changes_no_output(llama, few_shot_prompts, monkeypatch, settings):
+    from labhelpers.generate import SHARED_PREFIX_MIN_TOKENS, common_prefix_length
+
+    model, tok = llama
+    config = make_generation_config(**settings)
+    ids = [tok(model_input(tok, p), add_special_tokens=False)["input_ids"] for p in few_shot_prompts]
+    common = common_prefix_length(ids)
+    assert common >= SHARED_PREFIX_MIN_TOKENS and min(map(len, ids)) > common + 5
+    lengths = _spy_on_prefixes(monkeypatch)
+    shared = generate_texts(model, tok, few_shot_prompts, config, batch_size=2, seed=3, progress=False)
+    assert lengths == [common]  # once for all three batches, the whole common start
+    plain = generate_texts(model, tok, few_shot_prompts, config, batch_size=2, seed=3, progress=False,
+                           share_prefix=False)
+    assert lengths == [common]
+    assert len(set(plain)) == len(plain)  # distinct texts: a mix-up between prompts would show
+    assert shared == plain
+    if not config.do_sample:
+        assert shared == _one_at_a_time(model, tok, few_shot_prompts, config)
+
+
+def test_each_batch_shares_its_own_start_when_the_prompts_share_little(llama, few_shot_prompts, monkeypatch):
+    from labhelpers.generate import SHARED_PREFIX_MIN_TOKENS, common_prefix_length
+
+    model, tok = llama
+    config = make_generation_config(**GREEDY)
+    # Two groups whose worked examples differ from the first word on; the longest two dialogues form one
+    # group and the shortest two the other, so each length-sorted batch of two is one group.
+    long_group = [few_shot_prompts[2], few_shot_prompts[4]]
+    short_group = [few_shot_prompts[i].replace("Summarize", "Briefly summarise", 1) for i in (1, 3)]
+    prompts = short_group[:1] + long_group + short_group[1:]
+    ids = [tok(model_input(tok, p), add_special_tokens=False)["input_ids"] for p in prompts]
+    everyone = common_prefix_length(ids)
+    assert everyone < SHARED_PREFIX_MIN_TOKENS
+    lengths = _spy_on_prefixes(monkeypatch)
+    shared = generate_texts(model, tok, prompts, config, batch_size=2, progress=False)
+    assert sorted(lengths) == sorted([common_prefix_length(ids[1:3]), common_prefix_length([ids[0], ids[3]])])
+    assert min(lengths) >= SHARED_PREFIX_MIN_TOKENS
+    plain = generate_texts(model, tok, prompts, config, batch_size=2, progress=False, share_prefix=False)
+    assert shared == plain and len(set(plain)) == len(plain)
+
+
+def test_a_prompt_tuned_model_does_not_share_a_start(tiny_llama, few_shot_prompts, monkeypatch):
+    """Prompt tuning puts learnt embeddings in front of the prompt: a cached start would skip them."""
+    from labhelpers.adapters import add_adapter, prompt_tuning_config
+
+    base, tok = tiny_llama
+    model = add_adapter(base, prompt_tuning_config(base, tok, n_virtual_tokens=4))
+    lengths = _spy_on_prefixes(monkeypatch)
+    config = make_generation_config(**GREEDY)
+    texts = generate_texts(model, tok, few_shot_prompts[:3], config, batch_size=2, progress=False)
+    assert lengths == []
+    assert texts == generate_texts(model, tok, few_shot_prompts[:3], config, batch_size=2, progress=False,
+                                   share_prefix=False)
+
+
+def test_a_lora_model_shares_a_start_with_its_adapter_on(llama, few_shot_prompts, monkeypatch):
+    from labhelpers.adapters import add_adapter, lora_config
+
+    base, tok = llama
+    model = add_adapter(base, lora_config(base, r=4)).eval()
+    with torch.no_grad():  # a trained-looking adapter: lora_B starts at zero, which would change nothing
+        generator = torch.Generator().manual_seed(0)
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator))
+    lengths = _spy_on_prefixes(monkeypatch)
+    config = make_generation_config(**GREEDY)
+    texts = generate_texts(model, tok, few_shot_prompts, config, batch_size=2, progress=False)
+    assert len(lengths) == 1
+    assert texts == _one_at_a_time(model, tok, few_shot_prompts, config)
