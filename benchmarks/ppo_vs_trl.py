@@ -154,7 +154,12 @@ def ensure_trl(folder: Path) -> None:
 # Shared by both workers (torch only: no labhelpers, no transformers)
 # ---------------------------------------------------------------------------------------------
 
-def make_initial_weights(config: dict, r: int, b_std: float, seed: int) -> dict:
+def adapted_layers(n_layers: int, top_blocks: int) -> list[int]:
+    """The blocks that carry LoRA: the top `top_blocks` of `n_layers` (0: all of them)."""
+    return list(range(n_layers - top_blocks if 0 < top_blocks < n_layers else 0, n_layers))
+
+
+def make_initial_weights(config: dict, r: int, b_std: float, seed: int, top_blocks: int = 0) -> dict:
     """Seeded LoRA and value-head weights for the model `config` (config.json as a dict).
 
     lora_A as peft draws it (uniform in +-1/sqrt(fan_in)); lora_B from N(0, b_std) instead of peft's zeros, so
@@ -168,7 +173,7 @@ def make_initial_weights(config: dict, r: int, b_std: float, seed: int) -> dict:
         "num_attention_heads"]
     out = {"q_proj": config["num_attention_heads"] * head_dim, "v_proj": config["num_key_value_heads"] * head_dim}
     weights = {}
-    for layer in range(config["num_hidden_layers"]):
+    for layer in adapted_layers(config["num_hidden_layers"], top_blocks):
         for proj in LORA_TARGETS:
             key = f"layers.{layer}.self_attn.{proj}"
             weights[key + ".lora_A"] = (torch.rand(r, hidden, generator=g) * 2 - 1) / hidden ** 0.5
@@ -239,7 +244,8 @@ class OursSide:
         torch.set_num_threads(spec["threads"])
         self.spec, self.torch = spec, torch
         model, tokenizer = load_model(MODEL, profile="embedded", dtype=torch.float32, device="cpu")
-        adapter = lora_config(model, r=spec["r"], alpha=spec["alpha"], dropout=0.0, target_modules=list(LORA_TARGETS))
+        adapter = lora_config(model, r=spec["r"], alpha=spec["alpha"], dropout=0.0, target_modules=list(LORA_TARGETS),
+                              layers=adapted_layers(spec["n_layers"], spec["top_blocks"]))
         policy = add_adapter(model, adapter)
         value_head = ValueHead(model.config.hidden_size)
         self.weights = torch.load(spec["init_path"])
@@ -353,6 +359,8 @@ class TRLSide:
             **{k: special[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token") if special.get(k)})
         peft_model = get_peft_model(base, LoraConfig(r=spec["r"], lora_alpha=spec["alpha"], lora_dropout=0.0,
                                                      target_modules=list(LORA_TARGETS), bias="none",
+                                                     layers_to_transform=adapted_layers(spec["n_layers"],
+                                                                                        spec["top_blocks"]),
                                                      task_type="CAUSAL_LM"))
         self.model = AutoModelForCausalLMWithValueHead.from_pretrained(peft_model, summary_dropout_prob=0.0)
         self.weights = torch.load(spec["init_path"])
@@ -553,14 +561,16 @@ def build_spec(args, workdir: Path) -> dict:
     batches = [[prompts[order[(k * args.batch_size + i) % len(order)]] for i in range(args.batch_size)]
                for k in range(args.steps + 1)]  # batch 0: the warm-up step
     model_config = json.loads((Path(path) / "config.json").read_text())
-    torch.save(make_initial_weights(model_config, args.r, args.lora_b_std, args.seed), workdir / "init.pt")
+    torch.save(make_initial_weights(model_config, args.r, args.lora_b_std, args.seed, args.top_blocks),
+               workdir / "init.pt")
     return {"model_path": path, "batches": batches, "stats_batch": batches[0], "seed": args.seed,
             "threads": args.threads, "lr": args.lr, "batch_size": args.batch_size,
             "mini_batch_size": args.mini_batch_size, "ppo_epochs": args.ppo_epochs,
             "max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "kl_coef": args.kl_coef,
             "r": args.r, "alpha": args.alpha, "trl_generate_batch": args.trl_generate_batch or args.batch_size,
             "init_path": str(workdir / "init.pt"), "batch_path": str(workdir / "stats_batch.json"),
-            "grads_path": str(workdir / "grads-{side}.pt"), "n_layers": model_config["num_hidden_layers"]}
+            "grads_path": str(workdir / "grads-{side}.pt"), "n_layers": model_config["num_hidden_layers"],
+            "top_blocks": args.top_blocks}
 
 
 def run_timing(args, spec_path: Path, workdir: Path) -> tuple[dict, dict]:
@@ -709,6 +719,8 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=1.41e-5)
     parser.add_argument("--kl-coef", type=float, default=0.05, help="fixed KL coefficient beta (lab 09's)")
     parser.add_argument("--r", type=int, default=16, help="LoRA rank (alpha = 2r)")
+    parser.add_argument("--top-blocks", type=int, default=0,
+                        help="LoRA on the top N blocks only (lab 09 adapts the top 10 of 30); 0: every block")
     parser.add_argument("--lora-b-std", type=float, default=0.05,
                         help="std of the initial lora_B (peft: 0), so that the policy starts away from the reference")
     parser.add_argument("--trl-generate-batch", type=int, default=None,
@@ -766,7 +778,9 @@ def main(argv=None) -> int:
     header = [
         f"### PPO step: labhelpers.rl vs TRL {TRL_VERSION}, {started}", "",
         f"SmolLM2-135M-Instruct (the embedded copy) fp32, LoRA r={args.r} alpha {args.alpha} dropout 0 on "
-        f"{' and '.join(LORA_TARGETS)} of all {spec['n_layers']} blocks, linear value head on the last hidden state, "
+        f"{' and '.join(LORA_TARGETS)} of "
+        f"{'all ' + str(spec['n_layers']) if not 0 < args.top_blocks < spec['n_layers'] else 'the top ' + str(args.top_blocks) + ' of ' + str(spec['n_layers'])}"
+        f" blocks, linear value head on the last hidden state, "
         f"both started from the same seeded weights (lora_B ~ N(0, {args.lora_b_std}) so the policy starts away from "
         f"the reference); batch {args.batch_size} of lab 09's hostile-dialogue prompts (chat template, "
         f"{min(lengths)}-{max(lengths)} tokens, mean {statistics.fmean(lengths):.0f}), up to {args.max_new_tokens} new "
@@ -785,7 +799,9 @@ def main(argv=None) -> int:
             "", "Phases: ours' generation includes taking the old log-probs and values from `generate`'s outputs; its "
             "forward passes are the reference's only. TRL's generation is its `generate` (timed here); its forward "
             "passes recompute the policy's log-probs and values and then the reference's; its optimisation is the rest "
-            "of `step`. Scoring is the same reward model on both sides. Gradient clipping: ours clips every minibatch, TRL "
+            "of `step`; both train on random minibatches, and where LoRA sits on the top blocks only, ours runs only those "
+            "blocks in its updates, from the hidden states the reference pass left below them (labhelpers.rl."
+            "frozen_trunk_depth). Scoring is the same reward model on both sides. Gradient clipping: ours clips every minibatch, TRL "
             f"{TRL_VERSION} only the first minibatch of a run (its `model_params` is a `filter` iterator, used up by the "
             "first `clip_grad_norm_`); the time this takes is negligible.", ""]
     if check:

@@ -18,6 +18,9 @@ One PPO step (`PPOTrainer.step`):
 2. score: the reward function scores the decoded responses.
 3. advantages: rewards = score on the last token - beta * KL per token; GAE; advantages whitened.
 4. optimise: K epochs over shuffled minibatches of the clipped surrogate + vf_coef * clipped value loss.
+   Where LoRA adapts only the top blocks (lab 09: 10 of 30), the blocks below compute the same for the
+   policy and the reference and never change: the reference pass keeps their output, and every update
+   runs only the blocks above it.
 Each step returns its statistics, with seconds per phase (generate, reference, score, optimise).
 
 Works for decoder-only (causal, left-padded prompts) and encoder-decoder (T5) policies.
@@ -29,6 +32,7 @@ function that returns None, non-numbers, NaN or infinity, or the wrong number of
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import math
@@ -346,6 +350,10 @@ class Rollout:
     entropy: float  # mean per-token entropy of the sampling policy
     texts: list[str]  # decoded responses
     timings: dict = field(default_factory=dict)
+    # the hidden states entering the first block that holds anything trainable, for every row over the
+    # batch's padded prompt and response columns ([batch, query + response columns, hidden]; columns the
+    # reference pass did not need hold zeros); None: updates run full forward passes
+    trunk: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.response_ids)
@@ -423,14 +431,35 @@ def response_logits(model, family: str, query_ids, query_mask, response_ids, *, 
     there (logits_to_keep). Seq2seq: the encoder reads the prompt, the decoder the response shifted
     right behind the decoder start token.
     """
+    logits, last_hidden, _ = _response_outputs(model, family, query_ids, query_mask, response_ids,
+                                               temperature=temperature, hidden=hidden, logits_to_keep=logits_to_keep,
+                                               decoder_start_token_id=decoder_start_token_id)
+    return logits, last_hidden
+
+
+def _response_outputs(model, family: str, query_ids, query_mask, response_ids, *, temperature: float = 1.0,
+                      hidden: bool = False, logits_to_keep: bool = True, decoder_start_token_id: int | None = None,
+                      trunk_depth: int = 0, trunk: torch.Tensor | None = None):
+    """response_logits, and for a causal model the hidden states entering block `trunk_depth` (when > 0).
+
+    With `trunk` (those hidden states, from an earlier pass over the same rows) only the blocks from
+    `trunk_depth` up run: the frozen blocks below would compute exactly `trunk` again.
+    """
     R = response_ids.shape[1]
+    trunk_out = None
     if family == "causal":
-        ids = torch.cat([query_ids, response_ids], dim=1)
         attention = torch.cat([query_mask, torch.ones_like(response_ids)], dim=1)
         positions = (attention.cumsum(1) - 1).clamp(min=0)  # as generate numbers left-padded prompts
         extra = {"logits_to_keep": R + 1} if logits_to_keep else {}
-        out = model(input_ids=ids, attention_mask=attention, position_ids=positions,
-                    output_hidden_states=hidden, **extra)
+        if trunk is not None:
+            with _top_blocks_only(model, trunk_depth):
+                out = model(inputs_embeds=trunk, attention_mask=attention, position_ids=positions,
+                            output_hidden_states=hidden, use_cache=False, **extra)
+        else:
+            ids = torch.cat([query_ids, response_ids], dim=1)
+            out = model(input_ids=ids, attention_mask=attention, position_ids=positions,
+                        output_hidden_states=hidden or trunk_depth > 0, use_cache=False, **extra)
+            trunk_out = out.hidden_states[trunk_depth] if trunk_depth > 0 else None
         logits = out.logits[:, -R - 1:-1]
         last_hidden = out.hidden_states[-1][:, -R - 1:-1] if hidden else None
     else:
@@ -440,7 +469,53 @@ def response_logits(model, family: str, query_ids, query_mask, response_ids, *, 
                     output_hidden_states=hidden)
         logits = out.logits
         last_hidden = out.decoder_hidden_states[-1] if hidden else None
-    return logits.float() / temperature, last_hidden
+    return logits.float() / temperature, last_hidden, trunk_out
+
+
+# Architectures whose decoder runs unchanged from given hidden states through a slice of its blocks (no
+# per-block-index settings, no scaling of inputs_embeds); others always run whole.
+TRUNK_MODEL_TYPES = {"llama"}
+
+
+def frozen_trunk_depth(policy) -> int:
+    """How many bottom blocks of a LoRA policy hold nothing trainable, when PPO can skip them; else 0.
+
+    Those blocks (and the embedding) compute the same for the policy and its adapter-disabled reference,
+    and PPO's updates never change them: PPOTrainer keeps their output from the reference pass and runs
+    only the blocks above in its updates (lab 09 adapts the top 10 of 30 blocks: a third of the forward
+    pass). 0 where that does not hold: an adapter on the bottom block or the embedding, a separate
+    reference model, an adapter other than LoRA (prompt tuning adds tokens), or another architecture.
+    """
+    if not _is_peft(policy):
+        return 0
+    config = policy.peft_config.get(policy.active_adapter)
+    if str(getattr(config, "peft_type", "")).split(".")[-1].upper() != "LORA":
+        return 0
+    base = policy.get_base_model()
+    if getattr(base.config, "model_type", None) not in TRUNK_MODEL_TYPES or getattr(base.config, "is_encoder_decoder",
+                                                                                      False):
+        return 0
+    inner = getattr(base, "model", None)
+    layers, embed = getattr(inner, "layers", None), getattr(inner, "embed_tokens", None)
+    if not isinstance(layers, nn.ModuleList) or embed is None or any(p.requires_grad for p in embed.parameters()):
+        return 0
+    for i, layer in enumerate(layers):
+        if any(p.requires_grad for p in layer.parameters()):
+            return i
+    return 0
+
+
+@contextlib.contextmanager
+def _top_blocks_only(model, depth: int):
+    """While inside, the model's decoder holds only its blocks from `depth` up (the same modules, not copies)."""
+    base = model.get_base_model() if _is_peft(model) else model
+    inner = base.model
+    whole = inner.layers
+    inner.layers = nn.ModuleList(list(whole)[depth:])
+    try:
+        yield
+    finally:
+        inner.layers = whole
 
 
 class PPOTrainer:
@@ -488,6 +563,7 @@ class PPOTrainer:
         self.eos_token_ids = [eos] if isinstance(eos, int) else list(eos or [tokenizer.eos_token_id])
         base = policy.get_base_model() if self.peft else policy
         self._logits_to_keep = "logits_to_keep" in inspect.signature(base.forward).parameters
+        self.trunk_depth = frozen_trunk_depth(policy) if self.ref_model is None else 0
         self.decoder_start_token_id = (self.generation_config.decoder_start_token_id
                                        if self.generation_config.decoder_start_token_id is not None
                                        else getattr(policy.config, "decoder_start_token_id", None))
@@ -505,19 +581,34 @@ class PPOTrainer:
         """Prompts (texts, chat messages or token-id lists) -> padded ids and attention mask on the device."""
         return encode_prompts(self.tokenizer, prompts, self.family, self.chat, self.device)
 
-    def _forward(self, model, query_ids, query_mask, response_ids, hidden: bool = True):
-        """Logits (already divided by the temperature) for each response token, and the last hidden states."""
-        return response_logits(model, self.family, query_ids, query_mask, response_ids,
-                               temperature=self.config.temperature, hidden=hidden,
-                               logits_to_keep=self._logits_to_keep, decoder_start_token_id=self.decoder_start_token_id)
+    def _forward(self, model, query_ids, query_mask, response_ids, hidden: bool = True, trunk=None):
+        """Logits (already divided by the temperature) for each response token, and the last hidden states.
+
+        With `trunk` (the hidden states entering block `trunk_depth`, from the reference pass over the same
+        rows) only the blocks from there up run."""
+        logits, last_hidden, _ = _response_outputs(
+            model, self.family, query_ids, query_mask, response_ids, temperature=self.config.temperature,
+            hidden=hidden, logits_to_keep=self._logits_to_keep, decoder_start_token_id=self.decoder_start_token_id,
+            trunk_depth=self.trunk_depth if trunk is not None else 0, trunk=trunk)
+        return logits, last_hidden
+
+    def _reference_pass(self, query_ids, query_mask, response_ids) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The reference's logits for the responses and, when PPO can skip the frozen blocks, their output."""
+        common = dict(temperature=self.config.temperature, logits_to_keep=self._logits_to_keep,
+                      decoder_start_token_id=self.decoder_start_token_id)
+        with torch.no_grad():
+            if self.ref_model is not None:
+                logits, _, trunk = _response_outputs(self.ref_model, self.family, query_ids, query_mask, response_ids,
+                                                     **common)
+            else:
+                with self.policy.disable_adapter():
+                    logits, _, trunk = _response_outputs(self.policy, self.family, query_ids, query_mask,
+                                                         response_ids, trunk_depth=self.trunk_depth, **common)
+        return logits, trunk
 
     def reference_logits(self, query_ids, query_mask, response_ids) -> torch.Tensor:
         """The reference model's logits for the responses: the adapter-disabled policy, or the frozen copy."""
-        with torch.no_grad():
-            if self.ref_model is not None:
-                return self._forward(self.ref_model, query_ids, query_mask, response_ids, hidden=False)[0]
-            with self.policy.disable_adapter():
-                return self._forward(self.policy, query_ids, query_mask, response_ids, hidden=False)[0]
+        return self._reference_pass(query_ids, query_mask, response_ids)[0]
 
     def logprobs_and_values(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
         """The current policy's log-probs and values for a rollout's responses (one forward pass, no grad)."""
@@ -550,9 +641,15 @@ class PPOTrainer:
         t1 = _clock(self.device)
         ref_logprobs, kl = torch.zeros_like(logprobs), torch.zeros_like(logprobs)
         by_length = torch.argsort(query_mask.sum(1), descending=True)  # similar lengths share a chunk: less padding
+        trunks = None
         for idx in by_length.split(self.config.mini_batch_size):
             q, qm, r, width = self._rows(query_ids, query_mask, response_ids, mask, idx)
-            ref_logits = self.reference_logits(q, qm, r)
+            ref_logits, trunk = self._reference_pass(q, qm, r)
+            if trunk is not None:
+                if trunks is None:
+                    trunks = trunk.new_zeros(len(query_ids), query_ids.shape[1] + response_ids.shape[1],
+                                             trunk.shape[-1])
+                trunks[idx, query_ids.shape[1] - q.shape[1]:query_ids.shape[1] + width] = trunk
             with torch.no_grad():
                 ref_logprobs[idx, :width] = logprobs_from_logits(ref_logits, r)
                 if self.config.kl_penalty == "full":
@@ -567,7 +664,7 @@ class PPOTrainer:
             [ids[:n] for ids, n in zip(response_ids.tolist(), lengths)], skip_special_tokens=True)]
         return Rollout(list(prompts), query_ids, query_mask, response_ids, mask, logprobs * mask, values,
                        ref_logprobs * mask, kl * mask, entropy, texts,
-                       timings={"time_generate": t1 - t0, "time_reference": t2 - t1})
+                       timings={"time_generate": t1 - t0, "time_reference": t2 - t1}, trunk=trunks)
 
     def _rows(self, query_ids, query_mask, response_ids, mask, idx) -> tuple[torch.Tensor, torch.Tensor,
                                                                             torch.Tensor, int]:
@@ -608,12 +705,16 @@ class PPOTrainer:
         totals = {"policy_loss": 0.0, "value_loss": 0.0, "clip_frac": 0.0, "value_clip_frac": 0.0, "approx_kl": 0.0}
         n_updates = 0
         order = torch.Generator().manual_seed(cfg.seed + len(self.history))  # a new shuffle each step
+        columns = rollout.query_ids.shape[1]
         for _ in range(cfg.ppo_epochs):
             for idx in torch.randperm(len(rollout), generator=order).split(cfg.mini_batch_size):
                 idx = idx.to(self.device)
                 query_ids, query_mask, response_ids, width = self._rows(rollout.query_ids, rollout.query_mask,
                                                                         rollout.response_ids, mask, idx)
-                logits, last_hidden = self._forward(self.policy, query_ids, query_mask, response_ids)
+                # the frozen blocks' output for these rows and columns, kept from the reference pass
+                trunk = None if rollout.trunk is None else \
+                    rollout.trunk[idx, columns - query_ids.shape[1]:columns + width]
+                logits, last_hidden = self._forward(self.policy, query_ids, query_mask, response_ids, trunk=trunk)
                 new_logprobs = logprobs_from_logits(logits, response_ids)
                 new_values = self.value_head(last_hidden)
                 m = mask[idx, :width]

@@ -416,3 +416,74 @@ def test_heldout_kl_is_zero_at_the_start_and_equals_the_sum_of_logprob_differenc
         heldout_kl(moved, tok, prompts, temperature=0)
     with pytest.raises(ValueError, match="ref_model is the policy|shares"):
         heldout_kl(moved, tok, prompts, reference=moved)
+
+
+# ---------------------------------------------------------------------------------------------
+# Skipping the frozen blocks below the adapter in the updates
+# ---------------------------------------------------------------------------------------------
+
+def test_frozen_trunk_depth_is_the_first_block_with_an_adapter(tiny_llama):
+    from labhelpers.adapters import prompt_tuning_config
+    from labhelpers.rl import frozen_trunk_depth
+
+    model, tok = tiny_llama
+    depth = model.config.num_hidden_layers
+    assert depth >= 2
+    assert frozen_trunk_depth(_lora_policy(model, r=2, layers=[depth - 1])) == depth - 1
+    assert frozen_trunk_depth(_lora_policy(model, r=2)) == 0  # every block adapted: nothing to skip
+    assert frozen_trunk_depth(model) == 0  # no adapter: the reference is a copy, not the same blocks
+    assert frozen_trunk_depth(add_adapter(model, prompt_tuning_config(model, tok, n_virtual_tokens=4))) == 0
+
+
+def test_the_top_blocks_from_the_trunk_compute_what_the_whole_model_does(tiny_llama):
+    from labhelpers.rl import _response_outputs
+
+    model, tok = tiny_llama
+    depth = model.config.num_hidden_layers - 1
+    policy = _lora_policy(model, r=2, randomise=True, layers=[depth])
+    enc = tok(["Hi there", PROMPTS[5] + " and a longer tail of words"], return_tensors="pt", padding=True)
+    tok.padding_side = "left"
+    enc = tok(["Hi there", PROMPTS[5] + " and a longer tail of words"], return_tensors="pt", padding=True)
+    response = torch.randint(5, len(tok) - 5, (2, 5), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        with policy.disable_adapter():
+            ref_logits, _, trunk = _response_outputs(policy, "causal", enc["input_ids"], enc["attention_mask"],
+                                                     response, trunk_depth=depth)
+        whole = _response_outputs(policy, "causal", enc["input_ids"], enc["attention_mask"], response, hidden=True)
+        top = _response_outputs(policy, "causal", enc["input_ids"], enc["attention_mask"], response, hidden=True,
+                                trunk_depth=depth, trunk=trunk)
+    assert trunk.shape[:2] == (2, enc["input_ids"].shape[1] + 5)
+    assert torch.allclose(top[0], whole[0], atol=1e-5) and torch.allclose(top[1], whole[1], atol=1e-5)
+    assert not torch.allclose(top[0], ref_logits, atol=1e-3)  # the adapter above the trunk does act
+    assert len(policy.get_base_model().model.layers) == depth + 1  # every block is back in place
+
+
+def test_updates_from_the_trunk_equal_updates_through_the_whole_model(tiny_llama):
+    import dataclasses
+
+    from labhelpers.device import seed_everything
+
+    model, tok = tiny_llama
+    depth = model.config.num_hidden_layers - 1
+    trainers = []
+    for _ in range(2):
+        seed_everything(0)
+        policy = _lora_policy(model, r=4, randomise=True, layers=[depth])
+        trainers.append(PPOTrainer(policy, tok, PPOConfig(max_new_tokens=6, mini_batch_size=2, ppo_epochs=2,
+                                                          learning_rate=1e-2, seed=1)))
+    skipping, whole = trainers
+    assert skipping.trunk_depth == depth
+    prompts = ["Hi", PROMPTS[3], "Book a table for two at eight on Friday, please.", "Ok then."]
+    rollout = skipping.rollout(prompts)
+    assert rollout.trunk is not None
+    assert rollout.trunk.shape == (4, rollout.query_ids.shape[1] + rollout.response_ids.shape[1],
+                                   model.config.hidden_size)
+    scores = torch.tensor([1.0, -1.0, 0.5, 2.0])
+    start = {n: p.detach().clone() for n, p in skipping.policy.named_parameters() if "lora_" in n}
+    a = skipping.update(rollout, scores)
+    b = whole.update(dataclasses.replace(rollout, trunk=None), scores)  # full forward passes, same shuffle
+    for key in ("policy_loss", "value_loss", "approx_kl", "clip_frac"):
+        assert math.isclose(a[key], b[key], rel_tol=1e-4, abs_tol=1e-6), (key, a[key], b[key])
+    for (name, p), q in zip(skipping.policy.named_parameters(), whole.policy.parameters()):
+        assert torch.allclose(p, q, atol=1e-5), name
+    assert any(not torch.allclose(p, start[n]) for n, p in skipping.policy.named_parameters() if n in start)
