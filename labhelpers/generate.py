@@ -128,9 +128,10 @@ def generate_texts(model, tokenizer, prompts: Sequence, config=None, *, batch_si
     `mixed_precision=True` generates under bf16 autocast on a CPU where bf16 is safe (about 1.5x faster where
     it is native). It is off by default: on the 135M embedded model it cost 0.013 ROUGE-L on the test
     dialogues, and its outputs depend on which prompts share a batch (padding changes the rounding).
-    `share_prefix` (decoder-only models, greedy or sampled, one sequence per prompt) computes the tokens
-    that prompts start with in common once (at least 16 of them: all prompts', else each batch's) and
-    reuses their cache: three worked examples in front of every dialogue are then read once, not per prompt.
+    `share_prefix` computes the tokens that prompts start with in common once (at least 16 of them: all
+    prompts', else each batch's) and reuses their cache: three worked examples in front of every dialogue
+    are then read once, not per prompt (2.1x faster in lab 01, same outputs). It applies to decoder-only
+    models generating one sequence per prompt without beams, with the default cache, and no prompt tuning.
     """
     import torch
     from tqdm.auto import tqdm
@@ -163,7 +164,8 @@ def generate_texts(model, tokenizer, prompts: Sequence, config=None, *, batch_si
     torch.manual_seed(seed)
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     sharing = (share_prefix and family == "causal" and (config.num_beams or 1) == 1
-               and (config.num_return_sequences or 1) == 1 and not _learns_a_prompt(model))
+               and (config.num_return_sequences or 1) == 1 and config.cache_implementation is None
+               and not _learns_a_prompt(model))
     everyone = common_prefix_length(encoded["input_ids"]) if sharing else 0
     cached_prefix, cached = None, None
     with torch.inference_mode(), autocast(model, bool(mixed_precision)):

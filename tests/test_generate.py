@@ -328,3 +328,12 @@ def test_a_lora_model_shares_a_start_with_its_adapter_on(llama, few_shot_prompts
     texts = generate_texts(model, tok, few_shot_prompts, config, batch_size=2, progress=False)
     assert len(lengths) == 1
     assert texts == _one_at_a_time(model, tok, few_shot_prompts, config)
+
+
+@pytest.mark.parametrize("settings", [dict(num_beams=2), dict(cache_implementation="static")], ids=["beams", "static"])
+def test_beams_and_a_chosen_cache_read_every_prompt_in_full(llama, few_shot_prompts, monkeypatch, settings):
+    model, tok = llama
+    lengths = _spy_on_prefixes(monkeypatch)
+    texts = generate_texts(model, tok, few_shot_prompts[:2], make_generation_config(max_new_tokens=6, **settings),
+                           progress=False)
+    assert lengths == [] and len(texts) == 2
