@@ -1,12 +1,18 @@
 """labhelpers: the thin helper package every lab imports (`from labhelpers import ...`).
 
 On import it checks, in a child process and once per machine, whether bf16 matrix multiplies
-crash this CPU, and caps oneDNN before torch loads if that makes them safe (see device.py).
+crash this CPU, and caps oneDNN before torch loads if that makes them safe (see device.py). It also
+silences one library deprecation warning that only libraries can act on (named below).
 """
 
 import platform as _platform
+import warnings as _warnings
 
 from .device import guard_cpu_bf16 as _guard_cpu_bf16
+
+# peft 0.21 reads transformers' deprecated `is_gradient_checkpointing` each time it wraps a model (add_adapter,
+# and TRL's trainers given a peft_config): a FutureWarning in labs 07, 09 and 10 that no student can act on.
+_warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 if _platform.machine().lower() in {"x86_64", "amd64"}:
     _guard_cpu_bf16()

@@ -465,3 +465,21 @@ def test_lora_on_the_top_blocks_only_and_the_backward_pass_stops_there(tiny_llam
     for bad in ([depth], [-1], [], "1"):
         with pytest.raises((ValueError, TypeError), match="layers"):
             lora_config(base, layers=bad)
+
+
+def test_wrapping_a_model_shows_students_no_library_deprecation_warning():
+    """peft reads a transformers attribute that warns on every wrap; the labs must not fill with it."""
+    import subprocess
+    import sys
+
+    script = ("import warnings\n"
+              "import labhelpers\n"
+              "from labhelpers import add_adapter, load_model, lora_config\n"
+              "model, _ = load_model('tiny-llama', profile='tiny')\n"
+              "add_adapter(model, lora_config(model, r=2))\n"
+              "warnings.warn('`is_gradient_checkpointing` is deprecated (a look-alike from elsewhere)', UserWarning)\n")
+    done = subprocess.run([sys.executable, "-W", "default", "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "FutureWarning: `is_gradient_checkpointing`" not in done.stderr
+    assert "UserWarning: `is_gradient_checkpointing`" in done.stderr  # the filter is that narrow
