@@ -74,10 +74,10 @@ def loop_generate(model, tokenizer, prompts, config) -> list[str]:
     return texts
 
 
-def processed_tokens(tokenizer, prompts, outputs) -> int:
-    prompt_tokens = sum(len(tokenizer(model_input(tokenizer, p), add_special_tokens=False)["input_ids"]) for p in prompts)
+def processed_tokens(tokenizer, prompt_ids, outputs) -> int:
+    """Prompt tokens (already tokenized) plus each output's tokens and its end-of-sequence token."""
     new_tokens = sum(len(tokenizer(o, add_special_tokens=False)["input_ids"]) + 1 for o in outputs)
-    return prompt_tokens + new_tokens
+    return sum(map(len, prompt_ids)) + new_tokens
 
 
 def main() -> None:
@@ -118,7 +118,7 @@ def main() -> None:
 
     same = sum(a == b for a, b in zip(loop, batched))
     same_full = sum(a == b for a, b in zip(loop, full))
-    tokens = processed_tokens(tokenizer, prompts, loop)
+    tokens = processed_tokens(tokenizer, ids, loop)
     if shared < SHARED_PREFIX_MIN_TOKENS:  # too short to share: every prompt is read in full
         shared = 0
     once = tokens - (len(prompts) - 1) * shared  # the common start computed once
