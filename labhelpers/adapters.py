@@ -186,6 +186,16 @@ def _is_peft(model) -> bool:
     return isinstance(model, PeftModel)
 
 
+def prepends_learnt_embeddings(model) -> bool:
+    """A PEFT prompt-tuning or p-tuning model: learnt embeddings go in front of every input's embeddings.
+
+    (Prefix tuning differs: it puts learnt keys and values into the cache instead.)
+    """
+    config = getattr(model, "active_peft_config", None) if _is_peft(model) else None
+    return config is not None and getattr(config, "peft_type", None) in ("PROMPT_TUNING", "P_TUNING") \
+        and hasattr(model, "get_prompt") and hasattr(model, "word_embeddings")
+
+
 def add_adapter(model, config, in_place: bool = False):
     """A PeftModel around a copy of `model` (or `model` itself when in_place) with only the adapter trainable.
 

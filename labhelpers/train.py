@@ -232,20 +232,35 @@ def answer_only_loss(model, batch) -> "torch.Tensor":
     Equal to the model's own loss with the same labels; the output projection (a vocabulary-sized
     matrix) is skipped at every prompt and padding position, which saves time and a large logits tensor.
     """
+    import torch
     import torch.nn.functional as F
 
-    inner = model
+    from .adapters import prepends_learnt_embeddings
+
+    inner, prompt_tuned = model, False
     if hasattr(model, "get_base_model"):  # a PEFT model: adapters live inside the base model's layers
         config = getattr(model, "active_peft_config", None)
-        if config is None or getattr(config, "is_prompt_learning", False):
-            return model(**batch).loss  # prompt tuning adds virtual tokens in its own forward
+        if config is None:
+            return model(**batch).loss
+        if getattr(config, "is_prompt_learning", False):
+            if not prepends_learnt_embeddings(model):
+                return model(**batch).loss  # prefix tuning and the like change the cache, not the input
+            prompt_tuned = True
         inner = model.get_base_model()
     body = getattr(inner, "model", None)
     head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
     if body is None or head is None or model_family(inner) != "causal" or \
             getattr(inner.config, "final_logit_softcapping", None):
         return model(**batch).loss
-    hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    if not prompt_tuned:  # a plain model, or adapters inside its layers
+        hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    else:  # what PEFT's forward does: the learnt embeddings first, attended by every token, then the text
+        learnt = model.get_prompt(batch_size=batch["input_ids"].shape[0])
+        words = model.word_embeddings(batch["input_ids"])
+        mask = batch["attention_mask"]
+        hidden = body(inputs_embeds=torch.cat([learnt.to(words.dtype), words], dim=1),
+                      attention_mask=torch.cat([mask.new_ones(mask.shape[0], learnt.shape[1]), mask], dim=1)
+                      ).last_hidden_state[:, learnt.shape[1]:]
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE_INDEX
     logits = head(hidden[:, :-1][keep])

@@ -253,6 +253,39 @@ def test_answer_only_loss_has_the_models_gradient(tiny_llama, train_rows):
         assert torch.allclose(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-4), name
 
 
+def _prompt_tuned(base, tok, n_virtual_tokens=5):
+    """A prompt-tuned copy of `base` whose learnt embeddings are far from any word's (so position matters)."""
+    from labhelpers.adapters import add_adapter, prompt_tuning_config
+
+    model = add_adapter(base, prompt_tuning_config(base, tok, n_virtual_tokens=n_virtual_tokens))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                param.copy_(torch.randn(param.shape, generator=torch.Generator().manual_seed(1)))
+    return model
+
+
+def test_answer_only_loss_of_a_prompt_tuned_model_is_peft_s_loss_and_gradient(tiny_llama, train_rows):
+    """Prompt tuning trains without the vocabulary-sized logits at every position, for the same loss."""
+    base, tok = tiny_llama
+    model = _prompt_tuned(stirred(base), tok)
+    data = build_instruction_data(train_rows[:4], tok, base, ["summary", "topic"])
+    batch = PadCollator(tok, "causal")(data.examples[:5])
+    assert (batch["attention_mask"] == 0).any()
+    losses, grads = [], []
+    for loss_of in (answer_only_loss, lambda m, b: m(**b).loss):
+        model.zero_grad()
+        loss = loss_of(model, batch)
+        loss.backward()
+        losses.append(loss.item())
+        grads.append([p.grad.clone() for p in model.parameters() if p.requires_grad])
+    assert abs(losses[0] - losses[1]) < 1e-5
+    assert len(grads[0]) == 1 and grads[0][0].abs().sum() > 0  # the learnt embeddings, and only they
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-6, rtol=1e-4)
+    with torch.no_grad():  # the learnt tokens count: the base model's loss on the same batch is another number
+        assert abs(answer_only_loss(model.get_base_model(), batch).item() - losses[0]) > 1e-3
+
+
 def test_answer_only_loss_for_seq2seq_is_the_models_loss(tiny_t5, train_rows):
     model, tok = tiny_t5
     model = stirred(model)
