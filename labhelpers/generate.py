@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 from typing import Sequence
 
+from .adapters import prepends_learnt_embeddings
 from .device import autocast
 from .models import model_family
 from .prompts import check_prompt, model_input, uses_chat_template
@@ -78,33 +79,46 @@ def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     return n
 
 
-def _prefix_cache(model, prefix: Sequence[int], device):
-    """The key/value cache of one prompt start, computed in one forward pass (batch of one)."""
+def _prefix_cache(model, prefix: Sequence[int], device, learnt=None):
+    """The key/value cache of one prompt start, computed in one forward pass (batch of one).
+
+    `learnt` ([1, n, hidden] embeddings, from prompt tuning) goes in front of the prefix's tokens.
+    """
     import torch
     from transformers import DynamicCache
 
     cache = DynamicCache(config=model.config)
+    ids = torch.tensor([list(prefix)], device=device, dtype=torch.long)
     # The decoder stack alone: the prefix's next-token logits are never needed.
-    model.get_decoder()(input_ids=torch.tensor([list(prefix)], device=device), past_key_values=cache, use_cache=True)
+    if learnt is None:
+        model.get_decoder()(input_ids=ids, past_key_values=cache, use_cache=True)
+    else:
+        words = model.get_input_embeddings()(ids)
+        model.get_decoder()(inputs_embeds=torch.cat([learnt.to(words.dtype), words], dim=1), past_key_values=cache,
+                            use_cache=True)
     return cache
 
 
 def _learns_a_prompt(model) -> bool:
-    """A PEFT prompt-tuning model: it puts learnt tokens in front of the prompt, so no cache can come first."""
+    """A PEFT prompt-learning model (prompt tuning, p-tuning, prefix tuning): it adds learnt tokens of its own."""
     config = getattr(model, "active_peft_config", None)
     return bool(getattr(config, "is_prompt_learning", False))
 
 
-def _padded_after_prefix(rows: Sequence[Sequence[int]], shared: int, pad_id: int, device) -> dict:
-    """input_ids and attention_mask with the padding between the shared start and each row's own tokens."""
+def _padded_after_prefix(rows: Sequence[Sequence[int]], shared: int, pad_id: int, device, lead: int = 0) -> dict:
+    """input_ids and attention_mask with the padding between the shared start and each row's own tokens.
+
+    `lead` positions come first, attended and holding pad_id: the cache's learnt prompt-tuning tokens,
+    which have no token ids (generate reads ids only after the cache, so these are never embedded).
+    """
     import torch
 
     width = max(len(r) for r in rows) - shared
     ids, mask = [], []
     for r in rows:
         gap = width - (len(r) - shared)
-        ids.append(list(r[:shared]) + [pad_id] * gap + list(r[shared:]))
-        mask.append([1] * shared + [0] * gap + [1] * (len(r) - shared))
+        ids.append([pad_id] * lead + list(r[:shared]) + [pad_id] * gap + list(r[shared:]))
+        mask.append([1] * (lead + shared) + [0] * gap + [1] * (len(r) - shared))
     return {"input_ids": torch.tensor(ids, device=device), "attention_mask": torch.tensor(mask, device=device)}
 
 
@@ -131,7 +145,11 @@ def generate_texts(model, tokenizer, prompts: Sequence, config=None, *, batch_si
     `share_prefix` computes the tokens that prompts start with in common once (at least 16 of them: all
     prompts', else each batch's) and reuses their cache: three worked examples in front of every dialogue
     are then read once, not per prompt (2.1x faster in lab 01, same outputs). It applies to decoder-only
-    models generating one sequence per prompt without beams, with the default cache, and no prompt tuning.
+    models generating one sequence per prompt without beams, with the default cache.
+    A prompt-tuned (or p-tuned) decoder-only model always starts from a cache of its learnt tokens (and the
+    prompts' common start, if sharing): batch padding then sits after them, so each prompt keeps the
+    positions it has alone. PEFT's own batched generate pads between the learnt tokens and the text, which
+    shifts every padded prompt's distance to them, so a summary would depend on its batch mates.
     """
     import torch
     from tqdm.auto import tqdm
@@ -163,23 +181,31 @@ def generate_texts(model, tokenizer, prompts: Sequence, config=None, *, batch_si
     device = next(model.parameters()).device
     torch.manual_seed(seed)
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    sharing = (share_prefix and family == "causal" and (config.num_beams or 1) == 1
-               and (config.num_return_sequences or 1) == 1 and config.cache_implementation is None
-               and not _learns_a_prompt(model))
+    cacheable = (family == "causal" and (config.num_beams or 1) == 1 and (config.num_return_sequences or 1) == 1
+                 and config.cache_implementation is None)
+    learnt = cacheable and prepends_learnt_embeddings(model)
+    sharing = cacheable and share_prefix and (learnt or not _learns_a_prompt(model))
     everyone = common_prefix_length(encoded["input_ids"]) if sharing else 0
+    generator = model.get_base_model() if learnt else model  # the learnt tokens come from the cache
     cached_prefix, cached = None, None
     with torch.inference_mode(), autocast(model, bool(mixed_precision)):
+        lead = model.get_prompt(batch_size=1) if learnt else None
         for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
             rows = [encoded["input_ids"][i] for i in batch]
-            shared = everyone if everyone >= SHARED_PREFIX_MIN_TOKENS else \
-                (common_prefix_length(rows) if sharing else 0)
-            if shared >= SHARED_PREFIX_MIN_TOKENS:
-                if cached_prefix != rows[0][:shared]:
-                    cached_prefix, cached = rows[0][:shared], _prefix_cache(model, rows[0][:shared], device)
+            if learnt:  # any common start rides along with the learnt tokens, which every prompt has
+                shared = everyone
+            else:
+                shared = everyone if everyone >= SHARED_PREFIX_MIN_TOKENS else \
+                    (common_prefix_length(rows) if sharing else 0)
+            if learnt or shared >= SHARED_PREFIX_MIN_TOKENS:
+                if cached is None or cached_prefix != rows[0][:shared]:
+                    cached_prefix = rows[0][:shared]
+                    cached = _prefix_cache(generator, cached_prefix, device, learnt=lead)
                 cache = copy.deepcopy(cached)  # generate appends to the cache it is given
                 cache.batch_repeat_interleave(len(batch))
-                enc = _padded_after_prefix(rows, shared, config.pad_token_id, device)
-                out = model.generate(**enc, past_key_values=cache, generation_config=config)
+                enc = _padded_after_prefix(rows, shared, config.pad_token_id, device,
+                                           lead=lead.shape[1] if learnt else 0)
+                out = generator.generate(**enc, past_key_values=cache, generation_config=config)
             else:
                 enc = tokenizer.pad({key: [encoded[key][i] for i in batch] for key in ("input_ids", "attention_mask")},
                                     return_tensors="pt").to(device)

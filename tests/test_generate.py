@@ -248,9 +248,9 @@ def _spy_on_prefixes(monkeypatch) -> list[int]:
 
     lengths, real = [], generate._prefix_cache
 
-    def spy(model, prefix, device):
+    def spy(model, prefix, device, **learnt):
         lengths.append(len(prefix))
-        return real(model, prefix, device)
+        return real(model, prefix, device, **learnt)
 
     monkeypatch.setattr(generate, "_prefix_cache", spy)
     return lengths
@@ -299,18 +299,30 @@ def test_each_batch_shares_its_own_start_when_the_prompts_share_little(llama, fe
     assert shared == plain and len(set(plain)) == len(plain)
 
 
-def test_a_prompt_tuned_model_does_not_share_a_start(tiny_llama, few_shot_prompts, monkeypatch):
-    """Prompt tuning puts learnt embeddings in front of the prompt: a cached start would skip them."""
+@pytest.mark.parametrize("share", [True, False], ids=["shared start", "own start"])
+def test_a_prompt_tuned_model_generates_in_batches_what_it_generates_alone(llama, few_shot_prompts, monkeypatch,
+                                                                           share):
+    """The learnt tokens start a cache; padding goes after them, so no prompt's positions depend on its batch."""
     from labhelpers.adapters import add_adapter, prompt_tuning_config
+    from labhelpers.generate import common_prefix_length
 
-    base, tok = tiny_llama
-    model = add_adapter(base, prompt_tuning_config(base, tok, n_virtual_tokens=4))
-    lengths = _spy_on_prefixes(monkeypatch)
+    base, tok = llama
+    model = add_adapter(base, prompt_tuning_config(base, tok, n_virtual_tokens=4)).eval()
+    with torch.no_grad():  # learnt embeddings unlike any word's, so that where they sit shows in the text
+        for param in model.parameters():
+            if param.requires_grad:
+                param.copy_(3 * torch.randn(param.shape, generator=torch.Generator().manual_seed(0)))
     config = make_generation_config(**GREEDY)
-    texts = generate_texts(model, tok, few_shot_prompts[:3], config, batch_size=2, progress=False)
-    assert lengths == []
-    assert texts == generate_texts(model, tok, few_shot_prompts[:3], config, batch_size=2, progress=False,
-                                   share_prefix=False)
+    prompts = [p.replace("Summarize", "Sum up", 1) if i % 2 else p for i, p in enumerate(few_shot_prompts)] \
+        if not share else few_shot_prompts
+    ids = [tok(model_input(tok, p), add_special_tokens=False)["input_ids"] for p in prompts]
+    lengths = _spy_on_prefixes(monkeypatch)
+    texts = generate_texts(model, tok, prompts, config, batch_size=2, progress=False, share_prefix=share)
+    assert lengths == [common_prefix_length(ids) if share else 0]  # computed once, with the learnt tokens
+    alone = _one_at_a_time(model, tok, prompts, config)  # PEFT's generate, one unpadded prompt at a time
+    assert len(set(alone)) == len(alone)
+    assert alone != _one_at_a_time(base, tok, prompts, config)  # the learnt tokens change the text
+    assert texts == alone
 
 
 def test_a_lora_model_shares_a_start_with_its_adapter_on(llama, few_shot_prompts, monkeypatch):
