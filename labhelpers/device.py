@@ -223,6 +223,116 @@ def autocast(model_or_device=None, enabled: bool | None = None):
     return torch.autocast("cpu", dtype=torch.bfloat16) if on else contextlib.nullcontext()
 
 
+CPU_PACKED_ENV = "LABS_CPU_PACKED"
+PACKED_PROBE_CODE = (
+    "import torch\n"
+    "torch.manual_seed(0)\n"
+    "layer = torch.nn.Linear(96, 80)\n"
+    "packed = torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach(), 16)\n"
+    "with torch.no_grad():\n"
+    "    for shape in ((1, 96), (16, 96), (3, 40, 96)):\n"
+    "        x = torch.randn(*shape)\n"
+    "        got = torch.ops.mkldnn._linear_pointwise(x, packed, layer.bias, 'none', [], '')\n"
+    "        assert torch.allclose(got, layer(x), rtol=1e-4, atol=1e-5), shape\n"
+)
+_packed_ok: bool | None = None
+
+
+def cpu_packed_linear_ok(use_cache: bool = True) -> bool:
+    """Whether oneDNN's linear with a pre-packed fp32 weight runs here and agrees with torch's own.
+
+    Probed once per machine in a child process (a crash there cannot hurt this one) and cached beside the
+    bf16 probe. $LABS_CPU_PACKED=0 switches the packed path off.
+    """
+    global _packed_ok
+    if os.environ.get(CPU_PACKED_ENV, "").strip() == "0":
+        return False
+    if _packed_ok is not None and use_cache:
+        return _packed_ok
+    key = _cpu_fingerprint()
+    cached = _read_cache("packed_linear_probe.json", key).get("ok") if use_cache else None
+    if isinstance(cached, bool):
+        ok = cached
+    else:
+        ok = _run_probe(PACKED_PROBE_CODE, dict(os.environ), 120.0)
+        if use_cache:
+            _write_cache("packed_linear_probe.json", {"key": key, "ok": ok})
+    _packed_ok = ok
+    return ok
+
+
+PACKED_MAX_SHARE_OF_FREE_MEMORY = 0.25  # the packed copies are extra memory; never take more than this share
+
+
+def packed_linears(model):
+    """A context for inference on the CPU: each fp32 nn.Linear multiplies by a copy of its weight packed once.
+
+    torch's fp32 CPU matmul repacks the weight matrix at every call. Decoding runs the model on one token
+    per sequence, so that copy costs more than the arithmetic: packing each weight once for oneDNN made
+    the layers' matmuls 2.5x faster for 16 sequences at a time, 1.1x on a 6,600-token prefill, and
+    generating 60 DialogSum summaries with the embedded model 1.28x faster, with the same text. Packing
+    the embedded model takes about 0.1 s and as much memory again as its linear weights, until the
+    context ends.
+
+    A call falls back to the ordinary layer whenever its result needs a gradient, autocast is on, the
+    input is not fp32, or the weight changed since it was packed, so the context is safe around any code.
+    It does nothing off the CPU, where the probe (`cpu_packed_linear_ok`) failed, or when the copies would
+    take more than a quarter of the free memory.
+    """
+    import contextlib
+
+    import torch
+
+    @contextlib.contextmanager
+    def packing():
+        layers = [m for m in model.modules()
+                  if type(m) is torch.nn.Linear and "forward" not in vars(m) and m.weight.device.type == "cpu"
+                  and m.weight.dtype == torch.float32 and m.weight.dim() == 2]
+        size = sum(m.weight.numel() * 4 for m in layers)
+        if not layers or torch.is_autocast_enabled("cpu") or not cpu_packed_linear_ok() or \
+                size > PACKED_MAX_SHARE_OF_FREE_MEMORY * _free_memory_bytes():
+            yield
+            return
+        try:
+            for layer in layers:
+                layer.forward = _packed_forward(layer)
+            yield
+        finally:
+            for layer in layers:
+                vars(layer).pop("forward", None)
+
+    return packing()
+
+
+def _packed_forward(layer):
+    """`layer.forward`, multiplying by a oneDNN-packed copy of the weight while nothing asks for more."""
+    import torch
+    import torch.nn.functional as F
+
+    weight = layer.weight
+    with torch.no_grad():
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 16)
+    version = weight._version
+
+    def forward(x):
+        if (x.dtype != torch.float32 or layer.weight is not weight or weight._version != version
+                or torch.is_autocast_enabled("cpu")
+                or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))):
+            return F.linear(x, layer.weight, layer.bias)
+        return torch.ops.mkldnn._linear_pointwise(x, packed, layer.bias, "none", [], "")
+
+    return forward
+
+
+def _free_memory_bytes() -> int:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # no psutil, or no answer: assume enough for a small model
+        return 8 * 2**30
+
+
 def pick_device(prefer: str | None = None):
     """The torch device to use: `prefer` or $LABS_DEVICE if given, else CUDA, then MPS, then CPU."""
     import torch

@@ -16,7 +16,7 @@ import copy
 from typing import Sequence
 
 from .adapters import prepends_learnt_embeddings
-from .device import autocast
+from .device import autocast, packed_linears
 from .models import model_family
 from .prompts import check_prompt, model_input, uses_chat_template
 
@@ -188,7 +188,7 @@ def generate_texts(model, tokenizer, prompts: Sequence, config=None, *, batch_si
     everyone = common_prefix_length(encoded["input_ids"]) if sharing else 0
     generator = model.get_base_model() if learnt else model  # the learnt tokens come from the cache
     cached_prefix, cached = None, None
-    with torch.inference_mode(), autocast(model, bool(mixed_precision)):
+    with torch.inference_mode(), autocast(model, bool(mixed_precision)), packed_linears(model):
         lead = model.get_prompt(batch_size=1) if learnt else None
         for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
             rows = [encoded["input_ids"][i] for i in batch]

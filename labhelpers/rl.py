@@ -43,6 +43,7 @@ from typing import Callable, NamedTuple, Sequence
 import torch
 from torch import nn
 
+from .device import packed_linears
 from .models import model_family
 
 KL_KINDS = ("k1", "k3", "abs", "mse", "full")
@@ -621,7 +622,7 @@ class PPOTrainer:
         """Sample one response per prompt and record the old policy's log-probs and values and the reference's."""
         t0 = _clock(self.device)
         query_ids, query_mask = self._encode(prompts)
-        with torch.no_grad():
+        with torch.no_grad(), packed_linears(self.policy):
             out = self.policy.generate(input_ids=query_ids, attention_mask=query_mask,
                                        generation_config=self.generation_config)
             skip = query_ids.shape[1] if self.family == "causal" else 1  # the prompt, or T5's decoder start
@@ -642,22 +643,24 @@ class PPOTrainer:
         ref_logprobs, kl = torch.zeros_like(logprobs), torch.zeros_like(logprobs)
         by_length = torch.argsort(query_mask.sum(1), descending=True)  # similar lengths share a chunk: less padding
         trunks = None
-        for idx in by_length.split(self.config.mini_batch_size):
-            q, qm, r, width = self._rows(query_ids, query_mask, response_ids, mask, idx)
-            ref_logits, trunk = self._reference_pass(q, qm, r)
-            if trunk is not None:
-                if trunks is None:
-                    trunks = trunk.new_zeros(len(query_ids), query_ids.shape[1] + response_ids.shape[1],
-                                             trunk.shape[-1])
-                trunks[idx, query_ids.shape[1] - q.shape[1]:query_ids.shape[1] + width] = trunk
-            with torch.no_grad():
-                ref_logprobs[idx, :width] = logprobs_from_logits(ref_logits, r)
-                if self.config.kl_penalty == "full":
-                    kl[idx, :width] = kl_penalty(torch.log_softmax(logits[idx, :width], -1),
-                                                 torch.log_softmax(ref_logits, -1), "full")
-                else:
-                    kl[idx, :width] = kl_penalty(logprobs[idx, :width], ref_logprobs[idx, :width],
-                                                 self.config.kl_penalty)
+        reference = self.ref_model if self.ref_model is not None else self.policy
+        with packed_linears(reference):
+            for idx in by_length.split(self.config.mini_batch_size):
+                q, qm, r, width = self._rows(query_ids, query_mask, response_ids, mask, idx)
+                ref_logits, trunk = self._reference_pass(q, qm, r)
+                if trunk is not None:
+                    if trunks is None:
+                        trunks = trunk.new_zeros(len(query_ids), query_ids.shape[1] + response_ids.shape[1],
+                                                 trunk.shape[-1])
+                    trunks[idx, query_ids.shape[1] - q.shape[1]:query_ids.shape[1] + width] = trunk
+                with torch.no_grad():
+                    ref_logprobs[idx, :width] = logprobs_from_logits(ref_logits, r)
+                    if self.config.kl_penalty == "full":
+                        kl[idx, :width] = kl_penalty(torch.log_softmax(logits[idx, :width], -1),
+                                                     torch.log_softmax(ref_logits, -1), "full")
+                    else:
+                        kl[idx, :width] = kl_penalty(logprobs[idx, :width], ref_logprobs[idx, :width],
+                                                     self.config.kl_penalty)
         t2 = _clock(self.device)
         lengths = mask.sum(1).long().tolist()
         texts = [t.strip() for t in self.tokenizer.batch_decode(
@@ -824,7 +827,8 @@ def heldout_kl(policy, tokenizer, prompts, *, reference=None, max_new_tokens: in
         policy.config, "decoder_start_token_id", None)
     kl = []
     policy.eval()
-    with torch.no_grad():
+    with torch.no_grad(), packed_linears(policy), \
+            (packed_linears(reference) if reference is not None else contextlib.nullcontext()):
         for first in range(0, len(prompts), batch_size):
             query_ids, query_mask = encode_prompts(tokenizer, prompts[first:first + batch_size], family, chat_on,
                                                    device)

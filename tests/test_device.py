@@ -300,3 +300,98 @@ def test_guard_probes_once_per_process(clean_bf16_state, monkeypatch):
     assert guard_cpu_bf16(use_cache=False) == "ok"
     assert guard_cpu_bf16(use_cache=False) == "ok"
     assert fake.calls == 1
+
+
+# ---------------------------------------------------------------- pre-packed linear layers for CPU inference
+
+@pytest.fixture
+def packing_state(monkeypatch, tmp_cache):
+    """No packed-linear probe result in this process, the probe's cache in a temporary folder."""
+    monkeypatch.setattr(device, "_packed_ok", None)
+    monkeypatch.delenv(device.CPU_PACKED_ENV, raising=False)
+    tmp_cache.mkdir(parents=True, exist_ok=True)
+    return tmp_cache
+
+
+def _packed_layers(model) -> list[str]:
+    return [name for name, m in model.named_modules() if "forward" in vars(m)]
+
+
+def _two_layers() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(24, 40), torch.nn.ReLU(), torch.nn.Linear(40, 8, bias=False))
+
+
+def test_packed_probe_runs_in_a_child_is_cached_and_a_crash_says_no(packing_state, monkeypatch):
+    runs = []
+    real_run = subprocess.run
+
+    def counting_run(*args, **kwargs):
+        runs.append(args[0])
+        return real_run(*args, **kwargs)
+    monkeypatch.setattr(subprocess, "run", counting_run)
+    assert device.cpu_packed_linear_ok() is True  # oneDNN ships inside torch's x86 and arm builds
+    assert len(runs) == 1 and runs[0][1] == "-c"
+    assert json.loads((packing_state / "packed_linear_probe.json").read_text())["ok"] is True
+    monkeypatch.setattr(device, "_packed_ok", None)  # a new process: reads the file, runs nothing
+    assert device.cpu_packed_linear_ok() is True and len(runs) == 1
+    monkeypatch.setattr(device, "PACKED_PROBE_CODE", CRASHES)
+    assert device.cpu_packed_linear_ok(use_cache=False) is False  # and this process is still alive
+    monkeypatch.setenv(device.CPU_PACKED_ENV, "0")
+    monkeypatch.setattr(device, "_packed_ok", True)
+    assert device.cpu_packed_linear_ok() is False
+
+
+def test_packed_layers_give_the_same_outputs_and_are_restored(packing_state):
+    model = _two_layers()
+    x = torch.randn(3, 5, 24)
+    with torch.no_grad():
+        expected = model(x)
+        with device.packed_linears(model):
+            assert _packed_layers(model) == ["0", "2"]
+            got = model(x)
+            one_row = model(x[:1, -1:])  # a decoding step's shape, a non-contiguous slice
+        assert _packed_layers(model) == []
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(one_row, expected[:1, -1:], atol=1e-5, rtol=1e-5)
+    with pytest.raises(RuntimeError, match="boom"):
+        with device.packed_linears(model):
+            raise RuntimeError("boom")
+    assert _packed_layers(model) == []  # restored on the way out of an error too
+
+
+def test_packed_layers_fall_back_where_packing_would_be_wrong(packing_state):
+    model = _two_layers()
+    x = torch.randn(4, 24)
+    with device.packed_linears(model):
+        assert _packed_layers(model) == ["0", "2"]
+        out = model(x)  # gradients wanted: the ordinary layers run
+        out.sum().backward()
+        assert model[0].weight.grad is not None and model[0].weight.grad.abs().sum() > 0
+        with torch.no_grad():
+            model[0].weight.mul_(2.0)  # changed since it was packed: the packed copy is stale
+            assert torch.allclose(model(x), model[2](torch.relu(x @ model[0].weight.T + model[0].bias)), atol=1e-5)
+            with pytest.raises(RuntimeError, match="dtype"):  # not fp32: the ordinary layer, and its error
+                model(x.double())
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=device.cpu_bf16_safe()):
+                if device.cpu_bf16_safe():
+                    assert model(x).dtype == torch.bfloat16  # autocast still applies
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # under autocast nothing is packed at all
+        with device.packed_linears(model):
+            assert _packed_layers(model) == []
+
+
+def test_packed_contexts_nest_and_respect_the_switch(packing_state, monkeypatch):
+    model = _two_layers()
+    with device.packed_linears(model):
+        with device.packed_linears(model):
+            assert _packed_layers(model) == ["0", "2"]
+        assert _packed_layers(model) == ["0", "2"]  # the inner context leaves the outer one's layers alone
+    assert _packed_layers(model) == []
+    monkeypatch.setenv(device.CPU_PACKED_ENV, "0")
+    with device.packed_linears(model):
+        assert _packed_layers(model) == []
+    monkeypatch.delenv(device.CPU_PACKED_ENV)
+    monkeypatch.setattr(device, "PACKED_MAX_SHARE_OF_FREE_MEMORY", 1e-12)  # copies too big for free memory
+    with device.packed_linears(model):
+        assert _packed_layers(model) == []

@@ -90,6 +90,21 @@ def test_generation_is_fp32_unless_bf16_is_asked_for(tiny_llama, prompts, monkey
     assert next(model.parameters()).dtype == torch.float32  # the weights stay fp32 either way
 
 
+def test_generation_on_the_cpu_multiplies_by_packed_weights_unless_autocast(tiny_llama, prompts, monkeypatch):
+    from labhelpers import device
+
+    model, tok = tiny_llama
+    packed, real = [], device._packed_forward
+    monkeypatch.setattr(device, "_packed_forward", lambda layer: packed.append(layer) or real(layer))
+    texts = generate_texts(model, tok, prompts, make_generation_config(**GREEDY), batch_size=2, progress=False)
+    assert len(packed) == sum(type(m) is torch.nn.Linear for m in model.modules()) > 0
+    assert not any("forward" in vars(m) for m in model.modules())
+    monkeypatch.setenv(device.CPU_PACKED_ENV, "0")  # the ordinary layers: the same text
+    assert generate_texts(model, tok, prompts, make_generation_config(**GREEDY), batch_size=2,
+                          progress=False) == texts
+    assert len(packed) == sum(type(m) is torch.nn.Linear for m in model.modules())
+
+
 def test_prompt_is_not_echoed(llama, prompts):
     model, tok = llama
     out = generate_texts(model, tok, prompts[:2], make_generation_config(**GREEDY), progress=False)

@@ -181,12 +181,19 @@ def _lora_policy(model, seed: int = 0, randomise: bool = False, **kwargs):
     return policy
 
 
-def test_rollout_reuses_generation_and_the_reference_is_the_adapter_disabled_base(tiny_llama):
+def test_rollout_reuses_generation_and_the_reference_is_the_adapter_disabled_base(tiny_llama, monkeypatch):
+    from labhelpers import device
+
     model, tok = tiny_llama
     policy = _lora_policy(model, r=4, randomise=True)
     trainer = PPOTrainer(policy, tok, PPOConfig(max_new_tokens=6, mini_batch_size=2))
     prompts = ["Hi", PROMPTS[3], "Book a table for two at eight on Friday at the Golden Dragon, please.", "Ok then."]
+    packed, real = [], device._packed_forward
+    monkeypatch.setattr(device, "_packed_forward", lambda layer: packed.append(layer) or real(layer))
     rollout = trainer.rollout(prompts)  # prompts of different lengths: the reference runs on trimmed chunks
+    n_linear = sum(type(m) is torch.nn.Linear for m in policy.modules())
+    assert len(packed) == 2 * n_linear  # generation and the reference pass ran on packed weights (and match below)
+    assert not any("forward" in vars(m) for m in policy.modules())  # and the layers are themselves again
     assert rollout.query_mask.sum(1).unique().numel() == 4
     assert isinstance(rollout, Rollout) and rollout.response_ids.shape == (4, 6) and len(rollout.texts) == 4
     # the log-probs and values taken from generate's outputs are what a training forward pass computes
