@@ -151,15 +151,20 @@ def test_autocast_asked_for_is_refused_where_bf16_would_crash(cpu_bf16):
         assert not torch.is_autocast_enabled("cpu")
 
 
-def test_bf16_speed_is_measured_in_a_child_and_cached(cpu_bf16, monkeypatch, tmp_cache):
-    cpu_bf16("ok", None)
-    runs = []
-    real_run = subprocess.run
+def _count_child_runs(monkeypatch) -> list:
+    """The command lines of the child processes started from now on (they still run)."""
+    runs, real_run = [], subprocess.run
 
     def counting_run(*args, **kwargs):
         runs.append(args[0])
         return real_run(*args, **kwargs)
     monkeypatch.setattr(subprocess, "run", counting_run)
+    return runs
+
+
+def test_bf16_speed_is_measured_in_a_child_and_cached(cpu_bf16, monkeypatch, tmp_cache):
+    cpu_bf16("ok", None)
+    runs = _count_child_runs(monkeypatch)
     first = cpu_bf16_speedup()
     assert first > 0 and len(runs) == 1 and runs[0][1] == "-c"
     saved = json.loads((tmp_cache / "bf16_speed.json").read_text())
@@ -323,13 +328,7 @@ def _two_layers() -> torch.nn.Module:
 
 
 def test_packed_probe_runs_in_a_child_is_cached_and_a_crash_says_no(packing_state, monkeypatch):
-    runs = []
-    real_run = subprocess.run
-
-    def counting_run(*args, **kwargs):
-        runs.append(args[0])
-        return real_run(*args, **kwargs)
-    monkeypatch.setattr(subprocess, "run", counting_run)
+    runs = _count_child_runs(monkeypatch)
     assert device.cpu_packed_linear_ok() is True  # oneDNN ships inside torch's x86 and arm builds
     assert len(runs) == 1 and runs[0][1] == "-c"
     assert json.loads((packing_state / "packed_linear_probe.json").read_text())["ok"] is True
