@@ -15,6 +15,7 @@ and so does PPO. Whether bf16 is faster is measured once per machine, in a child
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -202,7 +203,6 @@ def autocast(model_or_device=None, enabled: bool | None = None):
     fp32 itself, as lab 02 does); True asks for bf16 where it is safe. Only a CPU model whose floating
     weights are all fp32 is autocast: a model already in bf16, on a GPU, or quantized is left as it is.
     """
-    import contextlib
 
     import torch
 
@@ -264,8 +264,10 @@ def cpu_packed_linear_ok(use_cache: bool = True) -> bool:
 PACKED_MAX_SHARE_OF_FREE_MEMORY = 0.25  # the packed copies are extra memory; never take more than this share
 
 
-def packed_linears(model):
-    """A context for inference on the CPU: each fp32 nn.Linear multiplies by a copy of its weight packed once.
+@contextlib.contextmanager
+def packed_linears(*models):
+    """A context for inference on the CPU: each fp32 nn.Linear of `models` multiplies by a copy of its weight
+    packed once (a model given as None is skipped; a layer two models share is packed once).
 
     torch's fp32 CPU matmul repacks the weight matrix at every call. Decoding runs the model on one token
     per sequence, so that copy costs more than the arithmetic: packing each weight once for oneDNN made
@@ -279,29 +281,24 @@ def packed_linears(model):
     It does nothing off the CPU, where the probe (`cpu_packed_linear_ok`) failed, or when the copies would
     take more than a quarter of the free memory.
     """
-    import contextlib
-
     import torch
 
-    @contextlib.contextmanager
-    def packing():
-        layers = [m for m in model.modules()
-                  if type(m) is torch.nn.Linear and "forward" not in vars(m) and m.weight.device.type == "cpu"
-                  and m.weight.dtype == torch.float32 and m.weight.dim() == 2]
-        size = sum(m.weight.numel() * 4 for m in layers)
-        if not layers or torch.is_autocast_enabled("cpu") or not cpu_packed_linear_ok() or \
-                size > PACKED_MAX_SHARE_OF_FREE_MEMORY * _free_memory_bytes():
-            yield
-            return
-        try:
-            for layer in layers:
-                layer.forward = _packed_forward(layer)
-            yield
-        finally:
-            for layer in layers:
-                vars(layer).pop("forward", None)
-
-    return packing()
+    found = {id(m): m for model in models if model is not None for m in model.modules()}
+    layers = [m for m in found.values()
+              if type(m) is torch.nn.Linear and "forward" not in vars(m) and m.weight.device.type == "cpu"
+              and m.weight.dtype == torch.float32 and m.weight.dim() == 2]
+    size = sum(m.weight.numel() * 4 for m in layers)
+    if not layers or torch.is_autocast_enabled("cpu") or not cpu_packed_linear_ok() or \
+            size > PACKED_MAX_SHARE_OF_FREE_MEMORY * _free_memory_bytes():
+        yield
+        return
+    try:
+        for layer in layers:
+            layer.forward = _packed_forward(layer)
+        yield
+    finally:
+        for layer in layers:
+            vars(layer).pop("forward", None)
 
 
 def _packed_forward(layer):

@@ -622,29 +622,28 @@ class PPOTrainer:
         """Sample one response per prompt and record the old policy's log-probs and values and the reference's."""
         t0 = _clock(self.device)
         query_ids, query_mask = self._encode(prompts)
-        with torch.no_grad(), packed_linears(self.policy):
-            out = self.policy.generate(input_ids=query_ids, attention_mask=query_mask,
-                                       generation_config=self.generation_config)
-            skip = query_ids.shape[1] if self.family == "causal" else 1  # the prompt, or T5's decoder start
-            response_ids = out.sequences[:, skip:]
-            if response_ids.shape[1] == 0 or not out.logits:
-                raise ValueError("generate returned no new tokens for this batch (the prompts may already fill "
-                                 "the model's max_length); shorten the prompts or check the generation config")
-            mask = response_mask(response_ids, self.eos_token_ids)
-            # generate ran the policy on every response prefix: its logits and last hidden states are pi_old's
-            logits = torch.stack(out.logits, dim=1).float() / self.config.temperature
-            steps = out.hidden_states if self.family == "causal" else out.decoder_hidden_states
-            last_hidden = torch.cat([steps[0][-1][:, -1:]] + [step[-1] for step in steps[1:]], dim=1)
-            logprobs = logprobs_from_logits(logits, response_ids)
-            values = self.value_head(last_hidden) * mask
-            entropy = float(masked_mean(entropy_from_logits(logits), mask))
-            del out, steps, last_hidden
-        t1 = _clock(self.device)
-        ref_logprobs, kl = torch.zeros_like(logprobs), torch.zeros_like(logprobs)
-        by_length = torch.argsort(query_mask.sum(1), descending=True)  # similar lengths share a chunk: less padding
-        trunks = None
-        reference = self.ref_model if self.ref_model is not None else self.policy
-        with packed_linears(reference):
+        with packed_linears(self.policy, self.ref_model):  # generation and the reference pass: forward only
+            with torch.no_grad():
+                out = self.policy.generate(input_ids=query_ids, attention_mask=query_mask,
+                                           generation_config=self.generation_config)
+                skip = query_ids.shape[1] if self.family == "causal" else 1  # the prompt, or T5's decoder start
+                response_ids = out.sequences[:, skip:]
+                if response_ids.shape[1] == 0 or not out.logits:
+                    raise ValueError("generate returned no new tokens for this batch (the prompts may already fill "
+                                     "the model's max_length); shorten the prompts or check the generation config")
+                mask = response_mask(response_ids, self.eos_token_ids)
+                # generate ran the policy on every response prefix: its logits and last hidden states are pi_old's
+                logits = torch.stack(out.logits, dim=1).float() / self.config.temperature
+                steps = out.hidden_states if self.family == "causal" else out.decoder_hidden_states
+                last_hidden = torch.cat([steps[0][-1][:, -1:]] + [step[-1] for step in steps[1:]], dim=1)
+                logprobs = logprobs_from_logits(logits, response_ids)
+                values = self.value_head(last_hidden) * mask
+                entropy = float(masked_mean(entropy_from_logits(logits), mask))
+                del out, steps, last_hidden
+            t1 = _clock(self.device)
+            ref_logprobs, kl = torch.zeros_like(logprobs), torch.zeros_like(logprobs)
+            by_length = torch.argsort(query_mask.sum(1), descending=True)  # similar lengths share a chunk: less padding
+            trunks = None
             for idx in by_length.split(self.config.mini_batch_size):
                 q, qm, r, width = self._rows(query_ids, query_mask, response_ids, mask, idx)
                 ref_logits, trunk = self._reference_pass(q, qm, r)
@@ -827,8 +826,7 @@ def heldout_kl(policy, tokenizer, prompts, *, reference=None, max_new_tokens: in
         policy.config, "decoder_start_token_id", None)
     kl = []
     policy.eval()
-    with torch.no_grad(), packed_linears(policy), \
-            (packed_linears(reference) if reference is not None else contextlib.nullcontext()):
+    with torch.no_grad(), packed_linears(policy, reference):
         for first in range(0, len(prompts), batch_size):
             query_ids, query_mask = encode_prompts(tokenizer, prompts[first:first + batch_size], family, chat_on,
                                                    device)

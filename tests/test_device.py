@@ -382,7 +382,7 @@ def test_packed_layers_fall_back_where_packing_would_be_wrong(packing_state):
 
 def test_packed_contexts_nest_and_respect_the_switch(packing_state, monkeypatch):
     model = _two_layers()
-    with device.packed_linears(model):
+    with device.packed_linears(model, None, model[2]):  # several models, one given twice, one absent
         with device.packed_linears(model):
             assert _packed_layers(model) == ["0", "2"]
         assert _packed_layers(model) == ["0", "2"]  # the inner context leaves the outer one's layers alone
