@@ -196,6 +196,22 @@ def prepends_learnt_embeddings(model) -> bool:
         and hasattr(model, "get_prompt") and hasattr(model, "word_embeddings")
 
 
+def prepend_learnt_embeddings(model, input_ids, attention_mask=None):
+    """What a prompt-tuned PEFT model feeds its base model: the learnt embeddings, then the words'.
+
+    Returns (inputs_embeds, attention_mask with ones for the learnt positions, or None without a mask).
+    """
+    import torch
+
+    words = model.word_embeddings(input_ids)
+    learnt = model.get_prompt(batch_size=input_ids.shape[0]).to(words.dtype)
+    embeds = torch.cat([learnt, words], dim=1)
+    if attention_mask is None:
+        return embeds, None
+    ones = attention_mask.new_ones(attention_mask.shape[0], learnt.shape[1])
+    return embeds, torch.cat([ones, attention_mask], dim=1)
+
+
 def add_adapter(model, config, in_place: bool = False):
     """A PeftModel around a copy of `model` (or `model` itself when in_place) with only the adapter trainable.
 

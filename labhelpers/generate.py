@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 from typing import Sequence
 
-from .adapters import prepends_learnt_embeddings
+from .adapters import prepend_learnt_embeddings, prepends_learnt_embeddings
 from .device import autocast, packed_linears
 from .models import model_family
 from .prompts import check_prompt, model_input, uses_chat_template
@@ -79,23 +79,20 @@ def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     return n
 
 
-def _prefix_cache(model, prefix: Sequence[int], device, learnt=None):
+def _prefix_cache(model, prefix: Sequence[int], device, prompt_tuned: bool = False):
     """The key/value cache of one prompt start, computed in one forward pass (batch of one).
 
-    `learnt` ([1, n, hidden] embeddings, from prompt tuning) goes in front of the prefix's tokens.
+    For a prompt-tuned model the cache starts with its learnt tokens, then the prefix's.
     """
     import torch
     from transformers import DynamicCache
 
-    cache = DynamicCache(config=model.config)
     ids = torch.tensor([list(prefix)], device=device, dtype=torch.long)
+    inputs = {"inputs_embeds": prepend_learnt_embeddings(model, ids)[0]} if prompt_tuned else {"input_ids": ids}
+    decoder = (model.get_base_model() if prompt_tuned else model).get_decoder()
+    cache = DynamicCache(config=model.config)
     # The decoder stack alone: the prefix's next-token logits are never needed.
-    if learnt is None:
-        model.get_decoder()(input_ids=ids, past_key_values=cache, use_cache=True)
-    else:
-        words = model.get_input_embeddings()(ids)
-        model.get_decoder()(inputs_embeds=torch.cat([learnt.to(words.dtype), words], dim=1), past_key_values=cache,
-                            use_cache=True)
+    decoder(**inputs, past_key_values=cache, use_cache=True)
     return cache
 
 
@@ -188,8 +185,8 @@ def generate_texts(model, tokenizer, prompts: Sequence, config=None, *, batch_si
     everyone = common_prefix_length(encoded["input_ids"]) if sharing else 0
     generator = model.get_base_model() if learnt else model  # the learnt tokens come from the cache
     cached_prefix, cached = None, None
+    lead = model.active_peft_config.num_virtual_tokens if learnt else 0  # the learnt tokens' places in the cache
     with torch.inference_mode(), autocast(model, bool(mixed_precision)), packed_linears(model):
-        lead = model.get_prompt(batch_size=1) if learnt else None
         for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
             rows = [encoded["input_ids"][i] for i in batch]
             if learnt:  # any common start rides along with the learnt tokens, which every prompt has
@@ -200,11 +197,10 @@ def generate_texts(model, tokenizer, prompts: Sequence, config=None, *, batch_si
             if learnt or shared >= SHARED_PREFIX_MIN_TOKENS:
                 if cached is None or cached_prefix != rows[0][:shared]:
                     cached_prefix = rows[0][:shared]
-                    cached = _prefix_cache(generator, cached_prefix, device, learnt=lead)
+                    cached = _prefix_cache(model, cached_prefix, device, prompt_tuned=learnt)
                 cache = copy.deepcopy(cached)  # generate appends to the cache it is given
                 cache.batch_repeat_interleave(len(batch))
-                enc = _padded_after_prefix(rows, shared, config.pad_token_id, device,
-                                           lead=lead.shape[1] if learnt else 0)
+                enc = _padded_after_prefix(rows, shared, config.pad_token_id, device, lead=lead)
                 out = generator.generate(**enc, past_key_values=cache, generation_config=config)
             else:
                 enc = tokenizer.pad({key: [encoded[key][i] for i in batch] for key in ("input_ids", "attention_mask")},

@@ -232,10 +232,9 @@ def answer_only_loss(model, batch) -> "torch.Tensor":
     Equal to the model's own loss with the same labels; the output projection (a vocabulary-sized
     matrix) is skipped at every prompt and padding position, which saves time and a large logits tensor.
     """
-    import torch
     import torch.nn.functional as F
 
-    from .adapters import prepends_learnt_embeddings
+    from .adapters import prepend_learnt_embeddings, prepends_learnt_embeddings
 
     inner, prompt_tuned = model, False
     if hasattr(model, "get_base_model"):  # a PEFT model: adapters live inside the base model's layers
@@ -255,12 +254,9 @@ def answer_only_loss(model, batch) -> "torch.Tensor":
     if not prompt_tuned:  # a plain model, or adapters inside its layers
         hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
     else:  # what PEFT's forward does: the learnt embeddings first, attended by every token, then the text
-        learnt = model.get_prompt(batch_size=batch["input_ids"].shape[0])
-        words = model.word_embeddings(batch["input_ids"])
-        mask = batch["attention_mask"]
-        hidden = body(inputs_embeds=torch.cat([learnt.to(words.dtype), words], dim=1),
-                      attention_mask=torch.cat([mask.new_ones(mask.shape[0], learnt.shape[1]), mask], dim=1)
-                      ).last_hidden_state[:, learnt.shape[1]:]
+        embeds, mask = prepend_learnt_embeddings(model, batch["input_ids"], batch["attention_mask"])
+        hidden = body(inputs_embeds=embeds, attention_mask=mask
+                      ).last_hidden_state[:, embeds.shape[1] - batch["input_ids"].shape[1]:]
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE_INDEX
     logits = head(hidden[:, :-1][keep])
