@@ -74,9 +74,9 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 
 
 def _rss() -> int:
-    import psutil
+    from .memory import resident_bytes
 
-    return psutil.Process().memory_info().rss
+    return resident_bytes()[0]  # what peak_memory counts, so the two subtract
 
 
 def _local(tensor):

@@ -7,9 +7,12 @@
 
 On CUDA this is the allocator's own high-water mark (`torch.cuda.max_memory_allocated`, reset when
 the block starts). On a CPU there is no such counter that can be reset, so a background thread
-samples the process's resident memory (RSS) every few milliseconds; a spike shorter than the
-interval can be missed, so treat CPU peaks as slightly low. Freed memory is not always returned
-to the operating system, so compare CPU peaks measured in fresh processes (see benchmarks/).
+samples the process's resident memory every few milliseconds; a spike shorter than the interval can
+be missed, so treat CPU peaks as slightly low. On Linux it counts anonymous memory only (RSS less the
+pages mapped from files): a model's weights mapped from its safetensors file, and library code paged
+in by the first backward pass, are read on first use and would otherwise count as the memory of
+whatever touched them first. Freed memory is not always returned to the operating system, so compare
+CPU peaks measured in fresh processes (see benchmarks/).
 
 Predicting memory before you train: `training_memory` adds up what a training step holds,
 
@@ -59,6 +62,21 @@ class PeakMemory:
                 f"{self.baseline_bytes / GIB:.2f} GiB before), {self.method}")
 
 
+def resident_bytes(process=None) -> tuple[int, str]:
+    """The process's resident memory that is its own, in bytes, and what was counted.
+
+    On Linux: anonymous memory, RSS less the resident pages mapped from files (library code, a model's
+    weights mapped from disk; the kernel can drop and re-read those) and shared memory. Elsewhere, RSS.
+    """
+    import psutil
+
+    info = (process or psutil.Process()).memory_info()
+    shared = getattr(info, "shared", None)  # Linux only: /proc/self/statm's file-backed and shared pages
+    if shared is None:
+        return info.rss, "process RSS"
+    return info.rss - shared, "process anonymous memory (RSS less file-mapped pages)"
+
+
 class _RssSampler(threading.Thread):
     def __init__(self, interval_s: float):
         super().__init__(daemon=True)
@@ -66,23 +84,24 @@ class _RssSampler(threading.Thread):
 
         self.process = psutil.Process()
         self.interval_s = interval_s
-        self.peak = self.process.memory_info().rss
+        self.peak, self.counted = resident_bytes(self.process)
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.is_set():
-            self.peak = max(self.peak, self.process.memory_info().rss)
+            self.peak = max(self.peak, resident_bytes(self.process)[0])
             time.sleep(self.interval_s)
 
     def stop(self) -> int:
         self.stopped.set()
         self.join()
-        self.peak = max(self.peak, self.process.memory_info().rss)
+        self.peak = max(self.peak, resident_bytes(self.process)[0])
         return self.peak
 
 
 def release_freed_memory() -> int:
-    """Collect garbage and hand freed heap memory back to the operating system; returns the RSS after, in bytes.
+    """Collect garbage and hand freed heap memory back to the operating system; returns the process's own
+    resident memory after, in bytes (`resident_bytes`, what `peak_memory` counts).
 
     glibc keeps freed blocks for reuse, so after one training run the process's resident memory stays
     near that run's peak, and the next run measured by RSS would seem to need almost nothing more.
@@ -94,8 +113,6 @@ def release_freed_memory() -> int:
     import gc
     import sys
 
-    import psutil
-
     gc.collect()
     if sys.platform.startswith("linux"):
         try:
@@ -105,7 +122,7 @@ def release_freed_memory() -> int:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return psutil.Process().memory_info().rss
+    return resident_bytes()[0]
 
 
 class peak_memory:  # noqa: N801  (used as a context manager, like a function)
@@ -141,8 +158,8 @@ class peak_memory:  # noqa: N801  (used as a context manager, like a function)
         else:
             release_freed_memory()  # so the baseline is what is in use, not what earlier work left cached
             self._sampler = _RssSampler(self.interval_s)
-            self.result = PeakMemory(str(device), f"process RSS sampled every {self.interval_s * 1000:.0f} ms",
-                                     self._sampler.peak)
+            self.result = PeakMemory(str(device), f"{self._sampler.counted} sampled every "
+                                                  f"{self.interval_s * 1000:.0f} ms", self._sampler.peak)
             self._sampler.start()
         return self.result
 

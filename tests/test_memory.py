@@ -8,7 +8,7 @@ import threading
 import pytest
 import torch
 
-from labhelpers.memory import GIB, PeakMemory, peak_memory, release_freed_memory
+from labhelpers.memory import GIB, PeakMemory, peak_memory, release_freed_memory, resident_bytes
 
 MIB = 1024**2
 
@@ -18,7 +18,7 @@ def test_cpu_peak_sees_a_temporary_allocation():
         block = torch.ones(64 * MIB // 4 * 4)  # 256 MiB of float32, touched so it is resident
         block.add_(1)
         del block
-    assert mem.device == "cpu" and "RSS" in mem.method
+    assert mem.device == "cpu" and "RSS" in mem.method and "sampled every 2 ms" in mem.method
     assert mem.increase_bytes >= 200 * MIB, mem  # freed before the end, yet the peak remembers it
     assert mem.peak_bytes >= mem.baseline_bytes
 
@@ -33,16 +33,32 @@ def _fragmented_heap(n_blocks: int = 16384):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc_trim is glibc's")
 def test_freed_memory_is_released_so_a_second_measurement_sees_its_own_work():
-    import psutil
-
     first = _fragmented_heap()
-    held = psutil.Process().memory_info().rss
+    held = resident_bytes()[0]
     after = release_freed_memory()
     assert held - after >= 150 * MIB, (held, after)  # the freed 16 KiB blocks went back to the system
     with peak_memory("cpu") as mem:  # the same work again is measured, not hidden in retained memory
         second = _fragmented_heap()
     assert mem.increase_bytes >= 150 * MIB, mem
     del first, second
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="only Linux reports file-mapped pages apart")
+def test_reading_a_mapped_file_is_not_counted_as_the_work_s_memory(tmp_path):
+    # What a model loaded from safetensors is: weights mapped from a file, read in when first used.
+    path = tmp_path / "weights.bin"
+    torch.ones(64 * MIB).numpy().tofile(path)  # 256 MiB
+    mapped = torch.from_file(str(path), shared=True, size=64 * MIB)  # mapped, not yet read
+    with peak_memory("cpu") as mem:
+        total = mapped.sum().item()  # pages every byte in
+    assert total == 64 * MIB
+    assert "anonymous" in mem.method
+    assert mem.increase_bytes < 64 * MIB, mem  # 256 MiB of file pages became resident, none of them ours
+    with peak_memory("cpu") as mem:
+        copy = mapped.clone()  # a copy in the process's own memory does count
+        copy.add_(1)
+        del copy
+    assert mem.increase_bytes >= 200 * MIB, mem
 
 
 def test_cpu_peak_of_nothing_is_small():
