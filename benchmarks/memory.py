@@ -9,8 +9,20 @@ about 1% of them (labhelpers.adapters). Both also with gradient checkpointing, w
 each layer's input and recomputes the rest in the backward pass: at real batch sizes activations,
 not weights and optimizer states, dominate the peak. Prompt tuning (20 learnt tokens, as in lab 07)
 runs with checkpointing twice: with labhelpers' answer-only loss, and with PEFT's own loss, which
-computes the vocabulary-sized logits at every position. Reported: the peak, the memory before the
-step (model loaded), the second step's seconds, and the ratios LoRA / full.
+computes the vocabulary-sized logits at every position. Full and LoRA also run under bf16 autocast
+(weights and AdamW stay fp32), as `labhelpers.fine_tune` trains on a CPU with fast bf16. Reported: the
+peak, the memory before the step (model loaded), the second step's seconds, and the ratios LoRA / full.
+
+Two things would otherwise make CPU peaks measure the allocator and the page cache, not the method:
+- The loaded model's weights are mapped from its safetensors file and read in only when first used, so
+  the first step that reads them (a LoRA step: it never writes them) would count 0.5 GiB of weights as
+  its own. Each process copies the weights into its own memory before measuring, as `fine_tune` does.
+- glibc keeps freed blocks and, by default, raises its threshold for handing large ones straight back
+  to the system as a program frees them; how much a step then keeps resident varies by 0.5-1 GiB from
+  run to run (benchmarks/RESULTS.md, 2026-11-23 vs 2026-12-07 06:45). The children run with
+  MALLOC_MMAP_THRESHOLD_=131072: every block of 128 KiB or more is its own mapping, returned when
+  freed, so the resident peak follows the memory in use. That costs page faults, so the step seconds
+  here run slower than training does.
 
     .venv/bin/python benchmarks/memory.py [--profile embedded] [--batch-size 4] [--device cpu]
 
@@ -20,7 +32,9 @@ Prints a table and appends it to benchmarks/RESULTS.md (not on --profile tiny un
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -29,7 +43,9 @@ from importlib.metadata import version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = ("full", "lora", "full+ckpt", "lora+ckpt", "prompt+ckpt", "prompt+ckpt+logits")
+CONFIGS = ("full", "lora", "full+ckpt", "lora+ckpt", "full+bf16", "lora+bf16", "prompt+ckpt", "prompt+ckpt+logits")
+# glibc: blocks of 128 KiB or more get their own mapping, given back when freed (see the docstring)
+CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 
 
 def measure(config: str, profile: str, batch_size: int, device: str | None) -> dict:
@@ -39,11 +55,15 @@ def measure(config: str, profile: str, batch_size: int, device: str | None) -> d
 
     from labhelpers import load_dialogues, load_model
     from labhelpers.adapters import add_adapter, lora_config, prompt_tuning_config, trainable_summary
+    from labhelpers.device import autocast, cpu_bf16_safe
     from labhelpers.memory import peak_memory
     from labhelpers.train import PadCollator, answer_only_loss, build_instruction_data
 
     torch.manual_seed(0)
     model, tokenizer = load_model(profile=profile, device=device)
+    with torch.no_grad():  # weights into this process's memory, not pages of the file read on first use
+        for parameter in model.parameters():  # (tied weights are one parameter: the tie survives)
+            parameter.data = parameter.data.clone()
     rows = list(load_dialogues(profile=profile)["train"])
     data = build_instruction_data(rows, tokenizer, model, "summary", seed=0)
     examples = sorted(data.examples, key=lambda e: len(e["input_ids"]))  # a batch of median-length examples
@@ -58,6 +78,9 @@ def measure(config: str, profile: str, batch_size: int, device: str | None) -> d
         model = add_adapter(model, prompt_tuning_config(model, tokenizer, n_virtual_tokens=20), in_place=True)
     # "+logits": PEFT's own loss, the vocabulary-sized logits at every position (what prompt tuning used before)
     loss_of = (lambda m, b: m(**b).loss) if config.endswith("+logits") else answer_only_loss
+    mixed = config.endswith("+bf16")
+    if mixed and (next(model.parameters()).device.type != "cpu" or not cpu_bf16_safe()):
+        return {"config": config, "skipped": "bf16 autocast on a CPU is not safe here, or this is not a CPU"}
     model.train()
     summary = trainable_summary(model) if config.startswith(("lora", "prompt")) else {
         "trainable": sum(p.numel() for p in model.parameters()), "percent": 100.0}
@@ -66,7 +89,8 @@ def measure(config: str, profile: str, batch_size: int, device: str | None) -> d
     for _ in range(2):
         start = time.perf_counter()
         with peak_memory(device) as mem:
-            loss = loss_of(model, batch)
+            with autocast(model, enabled=True) if mixed else contextlib.nullcontext():
+                loss = loss_of(model, batch)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -74,7 +98,8 @@ def measure(config: str, profile: str, batch_size: int, device: str | None) -> d
                       "seconds": time.perf_counter() - start})
     return {"config": config, "tokens": int(batch["attention_mask"].sum()), "shape": list(batch["input_ids"].shape),
             "trainable": summary["trainable"], "percent": summary["percent"], "steps": steps,
-            "device": mem.device, "params": sum(p.numel() for p in model.parameters() if p.dim() > 0)}
+            "device": mem.device, "params": sum(p.numel() for p in model.parameters() if p.dim() > 0),
+            "weight_bytes": sum(p.numel() * p.element_size() for p in model.parameters())}
 
 
 def main() -> int:
@@ -96,44 +121,65 @@ def main() -> int:
     for config in CONFIGS:
         command = [sys.executable, __file__, "--one", config, "--profile", args.profile,
                    "--batch-size", str(args.batch_size)] + (["--device", args.device] if args.device else [])
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        done = subprocess.run(command, capture_output=True, text=True, check=False, env=os.environ | CHILD_ENV)
         lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
         if done.returncode != 0 or not lines:
             print(done.stderr[-3000:], file=sys.stderr)
             raise SystemExit(f"measuring {config} failed (exit {done.returncode})")
-        results[config] = json.loads(lines[-1][len("RESULT "):])
+        result = json.loads(lines[-1][len("RESULT "):])
+        if "skipped" in result:
+            print(f"{config}: skipped ({result['skipped']})", file=sys.stderr)
+        else:
+            results[config] = result
 
     gib = 1024**3
     full, lora = results["full"], results["lora"]
+
+    def tensors(r: dict) -> int:
+        """Step 2's peak less what the process held before step 1 apart from the weights (on a CPU the
+        interpreter, torch and its libraries; on CUDA the batch): weights, gradients, optimizer states
+        and activations, what a GPU's allocator counts."""
+        return r["steps"][1]["peak"] - (r["steps"][0]["baseline"] - r["weight_bytes"])
     names = {"full": "full fine-tuning", "lora": "LoRA r=16 q,k,v,o", "full+ckpt": "full, gradient checkpointing",
-             "lora+ckpt": "LoRA, gradient checkpointing", "prompt+ckpt": "prompt tuning, 20 tokens, checkpointing",
+             "lora+ckpt": "LoRA, gradient checkpointing", "full+bf16": "full, bf16 autocast (fine_tune here)",
+             "lora+bf16": "LoRA, bf16 autocast (fine_tune here)", "prompt+ckpt": "prompt tuning, 20 tokens, checkpointing",
              "prompt+ckpt+logits": "the same, logits at every position (PEFT's loss)"}
     lines = [
         f"### Memory: one LoRA step vs one full fine-tuning step, {time.strftime('%Y-%m-%d %H:%M')}",
         "",
         f"Profile `{args.profile}` ({full['params']:,} parameters, fp32), one batch of {args.batch_size} real instruction"
         f" examples of median length (shape {full['shape']}, {full['tokens']} real tokens), answer-only loss,"
-        f" AdamW; each configuration in a fresh process on {full['device']} ({full['steps'][0]['method']}). Step 1"
+        f" AdamW; each configuration in a fresh process on {full['device']} ({full['steps'][0]['method']}; weights"
+        f" copied into the process's memory first; {' '.join(f'{k}={v}' for k, v in CHILD_ENV.items())}). Step 1"
         f" creates the AdamW states; step 2 has them. Machine: {platform.machine()}; torch {version('torch')},"
         f" transformers {version('transformers')}, peft {version('peft')}.",
         "",
         "| configuration | trainable | before the step (GiB) | peak, step 1 (GiB) | peak, step 2 (GiB) |"
-        " step 2 peak above before (GiB) | step 2 (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        " step 2 peak above before (GiB) | step 2 peak: weights and training (GiB) | step 2 (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for config, r in results.items():
         s1, s2 = r["steps"]
         lines.append(f"| {names[config]} | {r['trainable']:,} ({r['percent']:.2f}%) | {s1['baseline'] / gib:.2f} |"
                      f" {s1['peak'] / gib:.2f} | {s2['peak'] / gib:.2f} | {(s2['peak'] - s2['baseline']) / gib:.2f} |"
-                     f" {s2['seconds']:.2f} |")
-    ratio = lora["steps"][1]["peak"] / full["steps"][1]["peak"]
-    ratio_step = (lora["steps"][1]["peak"] - lora["steps"][0]["baseline"]) / \
-        (full["steps"][1]["peak"] - full["steps"][0]["baseline"])
-    ckpt = results["lora+ckpt"]["steps"][1]["peak"] / results["full+ckpt"]["steps"][1]["peak"]
-    lines += ["", f"LoRA / full, peak of a step with optimizer states in place: {ratio:.2f}x (goal at most 0.6x: "
-              f"{'met' if ratio <= 0.6 else 'not met'}); of what training adds on top of the loaded model: "
-              f"{ratio_step:.2f}x. With gradient checkpointing in both: {ckpt:.2f}x "
-              f"({'met' if ckpt <= 0.6 else 'not met'}). LoRA dropout 0 (labhelpers' default).", ""]
+                     f" {tensors(r) / gib:.2f} | {s2['seconds']:.2f} |")
+    def versus(a: str, b: str, measure=tensors) -> str:
+        ratio = measure(results[a]) / measure(results[b])
+        return f"{ratio:.2f}x ({'met' if ratio <= 0.6 else 'not met'})"
+
+    def whole(r: dict) -> int:
+        return r["steps"][1]["peak"]
+
+    def added(r: dict) -> int:
+        return r["steps"][1]["peak"] - r["steps"][0]["baseline"]
+
+    pairs = [("lora", "full", "fp32"), ("lora+ckpt", "full+ckpt", "fp32, gradient checkpointing in both"),
+             ("lora+bf16", "full+bf16", "bf16 autocast in both, as fine_tune trains here")]
+    lines += ["", "LoRA / full, peak of a step with the optimizer states in place (goal at most 0.6x), counting the"
+              " weights and training, what a GPU's allocator counts: "
+              + "; ".join(f"{how}: {versus(a, b)}" for a, b, how in pairs if {a, b} <= results.keys())
+              + f". The whole process's peak, fp32: {versus('lora', 'full', whole)}; what training adds on top of the"
+              f" loaded model, fp32: {versus('lora', 'full', added)}. LoRA dropout 0 (labhelpers' default).", ""]
     prompt, logits = results["prompt+ckpt"]["steps"][1], results["prompt+ckpt+logits"]["steps"][1]
     lines += [f"Prompt tuning, answer-only loss vs PEFT's loss: peak above the loaded model "
               f"{(prompt['peak'] - prompt['baseline']) / gib:.2f} vs {(logits['peak'] - logits['baseline']) / gib:.2f} GiB,"
