@@ -40,9 +40,9 @@ import subprocess
 import sys
 import time
 from importlib.metadata import version
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from _publish import publish
+
 CONFIGS = ("full", "lora", "full+ckpt", "lora+ckpt", "full+bf16", "lora+bf16", "prompt+ckpt", "prompt+ckpt+logits")
 # glibc: blocks of 128 KiB or more get their own mapping, given back when freed (see the docstring)
 CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
@@ -184,11 +184,7 @@ def main() -> int:
     lines += [f"Prompt tuning, answer-only loss vs PEFT's loss: peak above the loaded model "
               f"{(prompt['peak'] - prompt['baseline']) / gib:.2f} vs {(logits['peak'] - logits['baseline']) / gib:.2f} GiB,"
               f" step {prompt['seconds']:.2f} vs {logits['seconds']:.2f} s.", ""]
-    text = "\n".join(lines)
-    print(text)
-    if (args.profile != "tiny" or args.append) and not args.no_append:
-        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
-            f.write("\n" + text + "\n")
+    publish("\n".join(lines), append=(args.profile != "tiny" or args.append) and not args.no_append)
     return 0
 
 

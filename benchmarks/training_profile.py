@@ -25,7 +25,6 @@ import sys
 import time
 from collections import defaultdict
 from importlib.metadata import version
-from pathlib import Path
 
 import labhelpers  # noqa: F401  first: probes bf16 safety before torch loads
 import torch
@@ -36,7 +35,8 @@ from labhelpers.adapters import lora_config
 from labhelpers.device import cpu_mixed_precision
 from labhelpers.train import TrainConfig
 
-ROOT = Path(__file__).resolve().parent.parent
+from _publish import publish
+
 ATTENTION = ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_efficient_attention",
              "aten::_scaled_dot_product_attention_math")
 MATMUL = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
@@ -161,11 +161,7 @@ def main() -> int:
               f" (a step's tokens through one MLP projection) {gemm_rate:.0f} GFLOP/s; causal attention at the"
               f" step's longest shape [{b}, {h}, {s}, {d}] {attention_rate:.0f} GFLOP/s forward, {attention_rate_both:.0f}"
               f" GFLOP/s forward and backward (`F.scaled_dot_product_attention`).", ""]
-    text = "\n".join(lines)
-    print(text)
-    if (args.profile != "tiny" or args.append) and not args.no_append:
-        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
-            f.write("\n" + text + "\n")
+    publish("\n".join(lines), append=(args.profile != "tiny" or args.append) and not args.no_append)
     return 0
 
 
