@@ -133,13 +133,14 @@ def main() -> int:
             results[config] = result
 
     gib = 1024**3
-    full, lora = results["full"], results["lora"]
+    full = results["full"]
 
     def tensors(r: dict) -> int:
         """Step 2's peak less what the process held before step 1 apart from the weights (on a CPU the
         interpreter, torch and its libraries; on CUDA the batch): weights, gradients, optimizer states
         and activations, what a GPU's allocator counts."""
         return r["steps"][1]["peak"] - (r["steps"][0]["baseline"] - r["weight_bytes"])
+
     names = {"full": "full fine-tuning", "lora": "LoRA r=16 q,k,v,o", "full+ckpt": "full, gradient checkpointing",
              "lora+ckpt": "LoRA, gradient checkpointing", "full+bf16": "full, bf16 autocast (fine_tune here)",
              "lora+bf16": "LoRA, bf16 autocast (fine_tune here)", "prompt+ckpt": "prompt tuning, 20 tokens, checkpointing",
@@ -163,6 +164,7 @@ def main() -> int:
         lines.append(f"| {names[config]} | {r['trainable']:,} ({r['percent']:.2f}%) | {s1['baseline'] / gib:.2f} |"
                      f" {s1['peak'] / gib:.2f} | {s2['peak'] / gib:.2f} | {(s2['peak'] - s2['baseline']) / gib:.2f} |"
                      f" {tensors(r) / gib:.2f} | {s2['seconds']:.2f} |")
+
     def versus(a: str, b: str, measure=tensors) -> str:
         ratio = measure(results[a]) / measure(results[b])
         return f"{ratio:.2f}x ({'met' if ratio <= 0.6 else 'not met'})"

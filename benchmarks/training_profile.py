@@ -91,7 +91,10 @@ def main() -> int:
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=1e-3 if args.adapter == "lora"
                          else 1e-4, seed=0, gradient_checkpointing=True)
     adapter = lora_config(model, r=16) if args.adapter == "lora" else None
+    if next(model.parameters()).device.type != "cpu":
+        raise SystemExit("this profiles CPU training; on a GPU, measure with benchmarks/gpu_finetune.py")
     mixed = cpu_mixed_precision()
+
     def profiled(counting: bool):
         """One fine_tune run under the profiler. Recording shapes and FLOPs slows every operator, so the
         times come from a run without them, and the FLOPs from a second, identical run (same batches)."""
@@ -146,8 +149,8 @@ def main() -> int:
         f" {args.batch_size} project dialogues ({run.tokens_seen:,} real tokens), gradient checkpointing, "
         f"{'bf16 autocast (fp32 weights and AdamW)' if mixed else 'fp32'}; under `torch.profiler`. Steps after the first:"
         f" median {statistics.median(step_seconds):.2f} s; the run {run.seconds:.1f} s. Seconds are each operator's own"
-        f" time on the thread that called it (its intra-op threads work inside that time). Machine: {platform.machine()}, {torch.get_num_threads()} threads; torch"
-        f" {version('torch')}, transformers {version('transformers')}, peft {version('peft')}.",
+        f" time on the thread that called it (its intra-op threads work inside that time). Machine:"
+        f" {platform.machine()}, {torch.get_num_threads()} threads; torch {version('torch')}, transformers {version('transformers')}, peft {version('peft')}.",
         "",
         "| part | seconds | share | GFLOP/s |",
         "|---|---:|---:|---:|",
