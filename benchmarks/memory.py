@@ -41,7 +41,7 @@ import sys
 import time
 from importlib.metadata import version
 
-from _publish import publish
+from _publish import add_append_arguments, publish
 
 CONFIGS = ("full", "lora", "full+ckpt", "lora+ckpt", "full+bf16", "lora+bf16", "prompt+ckpt", "prompt+ckpt+logits")
 # glibc: blocks of 128 KiB or more get their own mapping, given back when freed (see the docstring)
@@ -108,8 +108,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: labhelpers.pick_device())")
     parser.add_argument("--one", choices=CONFIGS, help=argparse.SUPPRESS)  # internal: measure one, print JSON
-    parser.add_argument("--append", action="store_true", help="append to RESULTS.md even on --profile tiny")
-    parser.add_argument("--no-append", action="store_true")
+    add_append_arguments(parser)
     args = parser.parse_args()
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
@@ -186,7 +185,7 @@ def main() -> int:
     lines += [f"Prompt tuning, answer-only loss vs PEFT's loss: peak above the loaded model "
               f"{(prompt['peak'] - prompt['baseline']) / gib:.2f} vs {(logits['peak'] - logits['baseline']) / gib:.2f} GiB,"
               f" step {prompt['seconds']:.2f} vs {logits['seconds']:.2f} s.", ""]
-    publish("\n".join(lines), append=(args.profile != "tiny" or args.append) and not args.no_append)
+    publish("\n".join(lines), args)
     return 0
 
 

@@ -35,7 +35,7 @@ from labhelpers.adapters import lora_config
 from labhelpers.device import cpu_mixed_precision
 from labhelpers.train import TrainConfig
 
-from _publish import publish
+from _publish import add_append_arguments, publish
 
 ATTENTION = ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_efficient_attention",
              "aten::_scaled_dot_product_attention_math")
@@ -78,8 +78,7 @@ def main() -> int:
     parser.add_argument("--adapter", default="lora", choices=["lora", "full"])
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--append", action="store_true", help="append to RESULTS.md even on --profile tiny")
-    parser.add_argument("--no-append", action="store_true")
+    add_append_arguments(parser)
     args = parser.parse_args()
     if args.steps < 2 or args.batch_size < 1:
         parser.error("--steps must be at least 2 and --batch-size at least 1")
@@ -164,7 +163,7 @@ def main() -> int:
               f" (a step's tokens through one MLP projection) {gemm_rate:.0f} GFLOP/s; causal attention at the"
               f" step's longest shape [{b}, {h}, {s}, {d}] {attention_rate:.0f} GFLOP/s forward, {attention_rate_both:.0f}"
               f" GFLOP/s forward and backward (`F.scaled_dot_product_attention`).", ""]
-    publish("\n".join(lines), append=(args.profile != "tiny" or args.append) and not args.no_append)
+    publish("\n".join(lines), args)
     return 0
 
 
