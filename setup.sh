@@ -66,4 +66,4 @@ case "$mode" in
   *) profile=tiny ;;
 esac
 echo "== running every lab headless on profile $profile"
-.venv/bin/python -m labhelpers.labs run --profile "$profile"
+.venv/bin/python -m labhelpers.tools.labs run --profile "$profile"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import nbformat
 
-from labhelpers import grading
+from labhelpers.tools import grading
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("grading_course", ROOT / "tests/fixtures/grading/course.py")

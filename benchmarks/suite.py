@@ -1,6 +1,6 @@
 """The whole suite: wall time of every lab on `tiny` and on `embedded`, from one run, as one table.
 
-Runs `labhelpers.labs.run` (the same batch runner as `setup.sh`: papermill, one kernel per lab,
+Runs `labhelpers.tools.labs.run` (the same batch runner as `setup.sh`: papermill, one kernel per lab,
 one lab after another) on every notebook in notebooks/, first on `tiny`, then on `embedded`, and
 compares each lab's time with the goals: under 5 minutes on `embedded` (lab 09, RLHF with PPO,
 under 10), the whole `embedded` suite under 30 minutes, every lab on `tiny` under 1 minute. The
@@ -77,7 +77,7 @@ def main() -> int:
     import torch
 
     from labhelpers.device import CPU_BF16_ENV, cpu_bf16_speedup, cpu_mixed_precision
-    from labhelpers.labs import lab_notebooks, run
+    from labhelpers.tools.labs import lab_notebooks, run
 
     notebooks = args.notebooks or lab_notebooks()
     missing = [str(p) for p in notebooks if not Path(p).exists()]
@@ -94,7 +94,7 @@ def main() -> int:
     text = table(runs)
     failed = sum(s["failed"] for s in runs.values())
     heading = f"### The whole suite, wall time per lab, {started}"
-    about = (f"`python benchmarks/suite.py` ({', '.join(runs)}; `labhelpers.labs run`: papermill, one fresh kernel per "
+    about = (f"`python benchmarks/suite.py` ({', '.join(runs)}; `labhelpers.tools.labs run`: papermill, one fresh kernel per "
              f"lab, labs one after another, model caches warm). Machine: {platform.machine()}, {os.cpu_count()} cores, "
              f"{torch.get_num_threads()} torch threads; load average {load_before:.1f} at the start, {load_after:.1f} at "
              f"the end; Python {platform.python_version()}, torch {torch.__version__}, transformers "

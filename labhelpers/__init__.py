@@ -1,4 +1,11 @@
-"""labhelpers: the thin helper package every lab imports (`from labhelpers import ...`).
+"""labhelpers: the plumbing every lab imports in one line (`from labhelpers import ...` or `import labhelpers as lh`).
+
+What a lab uses is exported here, module by module (each module's `__all__`), lowest layer first:
+profiles, device and precision, model loading, data, prompts, batched generation, metrics with
+intervals, results, exercises; then the plumbing of the later labs; last `labhelpers.lessons`, the code
+the notebooks themselves write and export with `#@save` (`python -m labhelpers.tools.export`).
+Instructor and CI tooling (grading, the lab runner, Colab sync, the export) is in `labhelpers.tools`
+and the data generators in `labhelpers.datagen`; no lab imports them.
 
 On import it checks, in a child process and once per machine, whether bf16 matrix multiplies
 crash this CPU, and caps oneDNN before torch loads if that makes them safe (see device.py). It also
@@ -6,6 +13,7 @@ silences one library deprecation warning that only libraries can act on (named b
 """
 
 import platform as _platform
+import sys as _sys
 import warnings as _warnings
 
 from .device import guard_cpu_bf16 as _guard_cpu_bf16
@@ -17,33 +25,35 @@ _warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is depr
 if _platform.machine().lower() in {"x86_64", "amd64"}:
     _guard_cpu_bf16()
 
-from .adapters import (add_adapter, adapter_size_bytes, load_adapter, load_model_4bit, lora_config,  # noqa: E402
-                       merge_adapter, model_size_bytes, prompt_tuning_config, qlora_available, save_adapter,
-                       trainable_summary)
-from .data import DataUnavailableError, load_dialogues, read_jsonl  # noqa: E402
-from .device import (choose_dtype, cpu_bf16_safe, environment_summary, pick_device,  # noqa: E402
-                     seed_everything, trainer_precision)
-from .generate import generate_texts, make_generation_config  # noqa: E402
-from .metrics import (Estimate, bootstrap_ci, comparison_table, distinct_n, format_table,  # noqa: E402
-                      metric_table, paired_difference, score_summaries)
-from .models import ModelUnavailableError, count_parameters, load_model, model_family  # noqa: E402
-from .profiles import PROFILES, Profile, get_profile  # noqa: E402
-from .train import TrainConfig, fine_tune, load_fine_tuned  # noqa: E402
-from .rewards import (HFToxicityScorer, ProfanityCheckScorer, SafeTypeScorer, ToxicityScorer,  # noqa: E402
-                      ToxicityScores, evaluation_scorer, reward_scorer)
-from .rl import PPOConfig, PPOTrainer  # noqa: E402
-from .prompts import (TEMPLATES, ContextWindowError, build_chat, build_prompt, context_window,  # noqa: E402
-                      count_tokens, fit_prompt, model_input, select_examples)
+from .profiles import *  # noqa: E402,F401,F403
+from .device import *  # noqa: E402,F401,F403
+from .models import *  # noqa: E402,F401,F403
+from .data import *  # noqa: E402,F401,F403
+from .prompts import *  # noqa: E402,F401,F403
+from .generate import *  # noqa: E402,F401,F403
+from .metrics import *  # noqa: E402,F401,F403
+from .results import *  # noqa: E402,F401,F403
+from .exercises import *  # noqa: E402,F401,F403
+from .memory import *  # noqa: E402,F401,F403
+from .scaling import *  # noqa: E402,F401,F403
+from .distributed import *  # noqa: E402,F401,F403
+from .train import *  # noqa: E402,F401,F403
+from .adapters import *  # noqa: E402,F401,F403
+from .benchmarks import *  # noqa: E402,F401,F403
+from .rewards import *  # noqa: E402,F401,F403
+from .hostile import *  # noqa: E402,F401,F403
+from .rl import *  # noqa: E402,F401,F403
+from .preferences import *  # noqa: E402,F401,F403
 
-__all__ = [
-    "PROFILES", "TEMPLATES", "ContextWindowError", "DataUnavailableError", "Estimate", "ModelUnavailableError",
-    "Profile", "bootstrap_ci", "build_chat", "build_prompt", "choose_dtype", "comparison_table", "context_window",
-    "count_parameters", "count_tokens", "cpu_bf16_safe", "distinct_n", "environment_summary", "fit_prompt",
-    "format_table", "generate_texts", "get_profile", "load_dialogues", "load_model", "make_generation_config",
-    "metric_table", "model_family", "model_input", "paired_difference", "pick_device", "read_jsonl",
-    "score_summaries", "seed_everything", "select_examples", "trainer_precision", "TrainConfig", "fine_tune",
-    "load_fine_tuned", "add_adapter", "adapter_size_bytes", "load_adapter", "load_model_4bit", "lora_config",
-    "merge_adapter", "model_size_bytes", "prompt_tuning_config", "qlora_available", "save_adapter",
-    "trainable_summary", "HFToxicityScorer", "ProfanityCheckScorer", "SafeTypeScorer", "ToxicityScorer",
-    "ToxicityScores", "evaluation_scorer", "reward_scorer", "PPOConfig", "PPOTrainer",
-]
+_PLUMBING = ("profiles", "device", "models", "data", "prompts", "generate", "metrics", "results", "exercises", "memory",
+             "scaling", "distributed", "train", "adapters", "benchmarks", "rewards", "hostile", "rl", "preferences")
+__all__ = [name for module in _PLUMBING for name in _sys.modules[f"{__name__}.{module}"].__all__]
+
+# Last: the lesson code the notebooks write and export; it may use any name above through `from labhelpers import`.
+from . import lessons as _lessons  # noqa: E402
+from .lessons import *  # noqa: E402,F401,F403
+
+__all__ += _lessons.__all__
+_duplicates = sorted({n for n in __all__ if __all__.count(n) > 1})
+if _duplicates:  # two modules exporting one name: the later would silently shadow the earlier
+    raise ImportError(f"labhelpers exports {', '.join(_duplicates)} from two modules; rename one")

@@ -14,6 +14,9 @@ from pathlib import Path
 
 from .profiles import get_profile
 
+__all__ = ['COLUMNS', 'SPLITS', 'GENERATED_SIZES', 'DataUnavailableError', 'project_data_dir', 'read_jsonl',
+           'split_rows', 'load_dialogues']
+
 COLUMNS = ("id", "dialogue", "summary", "topic")
 SPLITS = ("train", "validation", "test")
 GENERATED_SIZES = {"train": 400, "validation": 40, "test": 40}
@@ -123,7 +126,7 @@ def load_dialogues(source: str | os.PathLike | None = None, *, profile=None, see
                                        " data/dialogues folder of a checkout")
         return _from_folder(folder)
     if source == "generated":
-        from .synthetic import generate_dialogues
+        from .datagen.synthetic import generate_dialogues
 
         total = sum(GENERATED_SIZES.values())
         rows = generate_dialogues(total, seed=seed, id_prefix="gen")

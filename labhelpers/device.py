@@ -24,6 +24,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+__all__ = ['cache_dir', 'cpu_bf16_safe', 'cpu_bf16_speedup', 'cpu_mixed_precision', 'autocast', 'pick_device',
+           'as_device', 'choose_dtype', 'trainer_precision', 'seed_everything', 'environment_summary']
+
 ONEDNN_ENV = "ONEDNN_MAX_CPU_ISA"
 SAFE_ISA = "AVX512_CORE_BF16"
 BF16_PROBE_CODE = (

@@ -20,6 +20,9 @@ from .device import autocast, packed_linears
 from .models import model_family
 from .prompts import check_prompt, model_input, uses_chat_template
 
+__all__ = ['check_generation_config', 'make_generation_config', 'SHARED_PREFIX_MIN_TOKENS', 'common_prefix_length',
+           'generate_texts', 'playground']
+
 
 def check_generation_config(config) -> None:
     """Refuse settings that would fail or silently mean something else, naming the argument."""

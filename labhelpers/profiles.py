@@ -12,6 +12,9 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Mapping
 
+__all__ = ['DEFAULT_PROFILE', 'ENV_VAR', 'TINY_CAUSAL', 'TINY_SEQ2SEQ', 'EMBEDDED_MODEL', 'Profile', 'PROFILES',
+           'profile_name', 'get_profile']
+
 DEFAULT_PROFILE = "embedded"
 ENV_VAR = "LABS_PROFILE"
 

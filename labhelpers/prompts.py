@@ -12,6 +12,10 @@ import random
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+__all__ = ['SHOT_SEPARATOR', 'Template', 'TEMPLATES', 'ContextWindowError', 'get_template', 'build_prompt',
+           'build_chat', 'uses_chat_template', 'model_input', 'check_prompt', 'count_tokens', 'context_window',
+           'FittedPrompt', 'fit_prompt', 'select_examples']
+
 SHOT_SEPARATOR = "\n\n\n"
 
 

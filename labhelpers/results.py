@@ -1,7 +1,7 @@
 """Results: numbers a notebook measured, recorded so a batch run can summarise them.
 
 `record("rouge1", 0.31, unit="F1")` keeps the value in this process (see `recorded()`) and,
-when $LABS_RESULTS_FILE is set (as `python -m labhelpers.labs run` does), appends one JSON
+when $LABS_RESULTS_FILE is set (as `python -m labhelpers.tools.labs run` does), appends one JSON
 line {notebook, key, value, unit, note} to that file. $LABS_NOTEBOOK names the notebook.
 """
 
@@ -11,6 +11,8 @@ import copy
 import json
 import math
 import os
+
+__all__ = ['RESULTS_FILE_ENV', 'NOTEBOOK_ENV', 'record', 'recorded', 'read_results']
 
 RESULTS_FILE_ENV = "LABS_RESULTS_FILE"
 NOTEBOOK_ENV = "LABS_NOTEBOOK"

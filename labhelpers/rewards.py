@@ -24,6 +24,10 @@ from typing import Sequence
 
 import numpy as np
 
+__all__ = ['NOT_HATE_LABEL', 'PROFANITY_CHECK_PIP', 'SAFETYPE_PIP', 'EPS', 'ToxicityScores', 'not_toxic_log_odds',
+           'ToxicityScorer', 'ProfanityCheckScorer', 'SafeTypeScorer', 'HFToxicityScorer', 'reward_scorer',
+           'evaluation_scorer']
+
 NOT_HATE_LABEL = "nothate"
 PROFANITY_CHECK_PIP = "pip install alt-profanity-check==1.9.1"
 SAFETYPE_PIP = "pip install safetype==1.14.0"

@@ -46,6 +46,12 @@ from torch import nn
 from .device import packed_linears
 from .models import model_family
 
+__all__ = ['KL_KINDS', 'masked_mean', 'masked_var', 'whiten', 'logprobs_from_logits', 'entropy_from_logits',
+           'kl_penalty', 'last_token_index', 'compute_rewards', 'gae', 'PolicyLoss', 'policy_loss', 'ValueLoss',
+           'value_loss', 'FixedKLController', 'AdaptiveKLController', 'response_mask', 'ValueHead', 'hidden_size',
+           'PPOConfig', 'Rollout', 'sampling_config', 'encode_prompts', 'response_logits', 'TRUNK_MODEL_TYPES',
+           'frozen_trunk_depth', 'PPOTrainer', 'heldout_kl']
+
 KL_KINDS = ("k1", "k3", "abs", "mse", "full")
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from labhelpers.labs import lab_notebooks
+from labhelpers.tools.labs import lab_notebooks
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = lab_notebooks()

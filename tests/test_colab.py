@@ -1,4 +1,4 @@
-"""labhelpers.colab: every lab's Colab install cell, what it does on Colab and elsewhere, and the README's badges."""
+"""labhelpers.tools.colab: every lab's Colab install cell, what it does on Colab and elsewhere, and the README's badges."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from labhelpers import colab
+from labhelpers.tools import colab
 from labhelpers.models import EMBEDDED_PIP
 
 REPO = Path(__file__).resolve().parent.parent
@@ -23,16 +23,16 @@ def test_every_lab_has_the_current_install_cell_before_its_other_code(folder):
     for lab in sorted((REPO / folder).glob("[0-9][0-9]_*.ipynb")):
         cells = nbformat.read(str(lab), as_version=4).cells
         tagged = [i for i, c in enumerate(cells) if colab.CELL_TAG in c.metadata.get("tags", [])]
-        assert len(tagged) == 1, f"{lab.name}: {len(tagged)} cells tagged {colab.CELL_TAG}; run `python -m labhelpers.colab`"
+        assert len(tagged) == 1, f"{lab.name}: {len(tagged)} cells tagged {colab.CELL_TAG}; run `python -m labhelpers.tools.colab`"
         first_code = next(i for i, c in enumerate(cells) if c.cell_type == "code")
         assert tagged == [first_code], f"{lab.name}: the install cell must be the first code cell"
-        assert cells[first_code].source == colab.cell_source(), f"{lab.name}: stale; run `python -m labhelpers.colab`"
+        assert cells[first_code].source == colab.cell_source(), f"{lab.name}: stale; run `python -m labhelpers.tools.colab`"
         assert "parameters" in cells[first_code + 1].metadata.get("tags", []), lab.name
 
 
 def test_readme_badges_open_every_lab_and_its_student_copy_from_the_repository():
     readme = (REPO / "README.md").read_text()
-    assert colab.badge_table(LABS) in readme, "README's badges are stale: run `python -m labhelpers.colab`"
+    assert colab.badge_table(LABS) in readme, "README's badges are stale: run `python -m labhelpers.tools.colab`"
     assert colab.main(["--check"]) == 0
     prefix = f"https://colab.research.google.com/github/genai-llm-labs/llm-labs/blob/{colab.BRANCH}/"
     assert colab.colab_url("notebooks/x.ipynb", "https://github.com/genai-llm-labs/llm-labs.git") == prefix + "notebooks/x.ipynb"

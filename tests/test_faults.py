@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from labhelpers import labs, models
+from labhelpers import models
+from labhelpers.tools import labs
 from labhelpers.adapters import add_adapter, load_adapter, lora_config, save_adapter
 from labhelpers.models import DamagedFileError, ModelUnavailableError, load_model, resolve_model_path
 from labhelpers.profiles import TINY_CAUSAL

@@ -1,4 +1,4 @@
-"""Tests for labhelpers.grading: markers and student copies, check(), release/validate, and autograde on hostile work.
+"""Tests for labhelpers.tools.grading: markers and student copies, check(), release/validate, and autograde on hostile work.
 
 The graded lab is tests/fixtures/grading/course.py (no model, seconds per kernel); its notebooks and the
 submissions only ever exist in temporary folders, so pytest and nbmake never execute them directly.
@@ -16,8 +16,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from labhelpers import grading
-from labhelpers.grading import CheckFailed, GradingError, Limits
+from labhelpers.tools import grading
+from labhelpers import exercises
+from labhelpers.exercises import CheckFailed
+from labhelpers.tools.grading import GradingError, Limits
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("grading_course", Path(__file__).parent / "fixtures/grading/course.py")
@@ -29,7 +31,7 @@ LIMITS = Limits(notebook_s=30, cell_s=4, memory_mb=3072, output_mb=1)
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "labhelpers.grading", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "labhelpers.tools.grading", *map(str, args)], capture_output=True,
                           text=True, cwd=ROOT, timeout=600)
 
 
@@ -83,31 +85,31 @@ def test_exercise_needs_points():
 def test_check_prints_a_pass_and_raises_a_failure_with_its_hint(capsys):
     state = {"answer": 41}
 
-    @grading.exercise("t-demo", points=2, hint="add one")
+    @exercises.exercise("t-demo", points=2, hint="add one")
     def checks():
         assert state["answer"] == 42, f"answer is {state['answer']}, expected 42"
 
     with pytest.raises(CheckFailed) as failure:
-        grading.check("t-demo")
+        exercises.check("t-demo")
     assert "answer is 41" in str(failure.value) and "hint: add one" in str(failure.value)
     assert failure.value._render_traceback_()[0].startswith("✗ t-demo failed")
     state["answer"] = 42
-    grading.check("t-demo")
+    exercises.check("t-demo")
     assert "✓ t-demo passed (2 points)" in capsys.readouterr().out
 
-    @grading.exercise("t-todo", points=1)
+    @exercises.exercise("t-todo", points=1)
     def not_done():
         raise NotImplementedError()
 
     with pytest.raises(CheckFailed, match="not done yet"):
-        grading.check("t-todo")
+        exercises.check("t-todo")
     with pytest.raises(CheckFailed, match="no checks for 't-nothing'"):
-        grading.check("t-nothing")
+        exercises.check("t-nothing")
 
 
 def test_source_scan_flags_tampering_but_not_the_usual_import():
     cells = [nbformat.v4.new_code_cell(s) for s in (
-        "from labhelpers.grading import check, exercise",
+        "from labhelpers.exercises import check, exercise",
         "def check(name):\n    print('passed')",
         "import builtins\nbuiltins.abs = lambda x: 0",
         "import sys\nsys.settrace(lambda *a: None)",
@@ -120,7 +122,7 @@ def test_source_scan_flags_tampering_but_not_the_usual_import():
 
 def test_committed_student_copies_are_what_release_makes_now(tmp_path):
     problems = grading.release([ROOT / "notebooks"], ROOT / "student", check_only=True)
-    assert not problems, ("student/ is stale: run `python -m labhelpers.grading release notebooks/ student/`\n"
+    assert not problems, ("student/ is stale: run `python -m labhelpers.tools.grading release notebooks/ student/`\n"
                           + "\n".join(problems))
     assert (ROOT / "student" / "01_in_context_learning.ipynb").is_file()
 

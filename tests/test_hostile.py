@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from labhelpers.data import COLUMNS, SPLITS, read_jsonl
-from labhelpers.hostile import (HOSTILE_SCENARIOS, HOSTILE_SPLIT, TINY_HOSTILE_SIZES, build_hostile_data,
-                                careless_summariser, careless_summaries, generate_hostile_dialogues, hostile_data_dir, load_hostile_dialogues)
+from labhelpers.datagen.hostile import (HOSTILE_SCENARIOS, HOSTILE_SPLIT, TINY_HOSTILE_SIZES, build_hostile_data,
+                                        generate_hostile_dialogues, hostile_data_dir)
+from labhelpers.hostile import careless_summariser, careless_summaries, load_hostile_dialogues
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests for labhelpers.labs (run, check-clean, strip) and labhelpers.results, on small real notebooks."""
+"""Tests for labhelpers.tools.labs (run, check-clean, strip) and labhelpers.results, on small real notebooks."""
 
 import json
 import re
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from labhelpers import labs, results
+from labhelpers import results
+from labhelpers.tools import labs
 from labhelpers.profiles import get_profile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,8 +31,8 @@ def make_notebook(path: Path, *code: str) -> Path:
 
 
 def cli(*args, cwd=ROOT):
-    """Run `python -m labhelpers.labs ARGS` and return the completed process."""
-    return subprocess.run([sys.executable, "-m", "labhelpers.labs", *map(str, args)],
+    """Run `python -m labhelpers.tools.labs ARGS` and return the completed process."""
+    return subprocess.run([sys.executable, "-m", "labhelpers.tools.labs", *map(str, args)],
                           capture_output=True, text=True, cwd=cwd, timeout=300)
 
 

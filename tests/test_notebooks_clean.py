@@ -48,7 +48,7 @@ def test_no_outputs_or_execution_counts(path):
     dirty = [i for i, c in enumerate(read(path).cells)
              if c.cell_type == "code" and (c.outputs or c.execution_count is not None)]
     assert not dirty, (f"{path.name}: code cells {dirty} hold outputs or execution counts; "
-                       f"run `python -m labhelpers.labs strip`")
+                       f"run `python -m labhelpers.tools.labs strip`")
 
 
 @each_notebook

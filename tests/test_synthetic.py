@@ -1,4 +1,4 @@
-"""Tests for labhelpers.synthetic: schema, determinism, format, faithfulness, variety, bad input."""
+"""Tests for labhelpers.datagen.synthetic: schema, determinism, format, faithfulness, variety, bad input."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from labhelpers import synthetic
-from labhelpers.synthetic import SCENARIOS, generate_dialogues
+from labhelpers.datagen import synthetic
+from labhelpers.datagen.synthetic import SCENARIOS, generate_dialogues
 
 TURN_RE = re.compile(r"#Person([1-9])#: \S.*")
 THREE_SPEAKER = {"birthday_party", "team_meeting_deadline"}

@@ -1,4 +1,4 @@
-"""Run, check and clean the labs: `python -m labhelpers.labs {run,check-clean,strip} --help`.
+"""Run, check and clean the labs: `python -m labhelpers.tools.labs {run,check-clean,strip} --help`.
 
 `run` executes notebooks headless with papermill into a new folder under runs/ (the sources are
 never touched) and writes summary.json and summary.md with each notebook's status, wall time,
@@ -20,8 +20,8 @@ from pathlib import Path
 import nbformat
 from nbformat.reader import NotJSONError
 
-from .profiles import get_profile, profile_name
-from .results import NOTEBOOK_ENV, RESULTS_FILE_ENV, read_results
+from ..profiles import get_profile, profile_name
+from ..results import NOTEBOOK_ENV, RESULTS_FILE_ENV, read_results
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -209,7 +209,7 @@ def _all_notebooks() -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m labhelpers.labs", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m labhelpers.tools.labs", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p_run = sub.add_parser("run", help="execute notebooks headless into a new runs/ folder and summarise",
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             for p in dirty:
                 print(f"has outputs: {p}")
             if dirty:
-                print(f"{len(dirty)} notebook(s) hold outputs; run `python -m labhelpers.labs strip`")
+                print(f"{len(dirty)} notebook(s) hold outputs; run `python -m labhelpers.tools.labs strip`")
                 return 1
             print(f"OK: {len(paths)} notebook(s) clean")
             return 0

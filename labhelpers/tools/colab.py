@@ -10,8 +10,8 @@ does nothing: nbmake, setup.sh and JupyterLab run it too.
 The repository's address lives here alone. After changing it, or after adding a lab, rewrite the
 cells and the badges, then regenerate the student copies:
 
-    python -m labhelpers.colab            # rewrite the cell in every lab and the README's badge table
-    python -m labhelpers.colab --check    # exit 1 if anything is out of date (a test runs this check)
+    python -m labhelpers.tools.colab            # rewrite the cell in every lab and the README's badge table
+    python -m labhelpers.tools.colab --check    # exit 1 if anything is out of date (a test runs this check)
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from pathlib import Path
 import nbformat
 
 from .labs import ROOT, lab_notebooks, write_notebook
-from .models import EMBEDDED_PIP
+from ..models import EMBEDDED_PIP
 
 REPOSITORY = "https://github.com/genai-llm-labs/llm-labs"
 BRANCH = "main"
 CLONE_DIR = "/content/llm-labs"
 CELL_TAG = "colab-install"
 BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
-README_START = "<!-- colab badges: written by `python -m labhelpers.colab`, do not edit by hand -->"
+README_START = "<!-- colab badges: written by `python -m labhelpers.tools.colab`, do not edit by hand -->"
 README_END = "<!-- end of colab badges -->"
 
 
@@ -111,7 +111,7 @@ def sync_readme(readme: Path, notebooks: list[Path], repository: str = REPOSITOR
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m labhelpers.colab", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m labhelpers.tools.colab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a cell or the README is stale")
     args = parser.parse_args(argv)
@@ -127,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in stale:
             print(f"stale: {path}")
         if stale:
-            print("run `python -m labhelpers.colab`, then regenerate student/ with "
-                  "`python -m labhelpers.grading release notebooks/ student/`")
+            print("run `python -m labhelpers.tools.colab`, then regenerate student/ with "
+                  "`python -m labhelpers.tools.grading release notebooks/ student/`")
         return 1 if stale else 0
     print(f"updated {len(stale)} file(s)" + "".join(f"\n  {p}" for p in stale))
     return 0
