@@ -63,6 +63,8 @@ def test_exercises_are_read_from_the_decorators(lab):
     assert {e.id: e.points for e in found} == course.POINTS
     q3 = found[2]
     assert q3.function == "check_q3" and "negative limit" in q3.source and q3.source.startswith("def check_q3")
+    assert (found[0].solution, found[0].forbid) == (("word_count",), ("reference_word_count",))
+    assert (q3.solution, q3.forbid) == ((), ())
 
 
 @pytest.mark.parametrize("source, problem", [
