@@ -20,14 +20,20 @@ done
 
 PYTHON="${PYTHON:-}"
 if [ -z "$PYTHON" ]; then
-  for candidate in python3.11 python3.12 python3; do
+  for candidate in python3.11 python3.12 python3.13 python3; do
     if command -v "$candidate" >/dev/null 2>&1; then PYTHON="$candidate"; break; fi
   done
 fi
-if [ -z "$PYTHON" ] || ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
-  echo "setup.sh: needs Python 3.10 or newer (3.11 tested); set PYTHON=/path/to/python3.11" >&2
+if [ -z "$PYTHON" ]; then
+  echo "setup.sh: no python3 found; install Python 3.11 or newer (python.org, apt, brew or conda), then run this again" >&2
   exit 2
 fi
+# Prints the version; exits 1 when it is older than 3.11 (transformers, trl, numpy and pandas as pinned need 3.11).
+found=$("$PYTHON" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3]); sys.exit(sys.version_info < (3, 11))') || {
+  echo "setup.sh: $PYTHON is Python ${found:-of unknown version}; the labs need 3.11 or newer: install python3.11" \
+       "(apt install python3.11-venv, brew install python@3.11, or conda) and run PYTHON=python3.11 bash setup.sh" >&2
+  exit 2
+}
 
 start=$(date +%s)
 if [ ! -x .venv/bin/python ]; then

@@ -94,3 +94,19 @@ def test_environment_python_is_the_tested_one_and_meets_requires_python():
     assert python == tested, f"environment.yml has python={python}, the README tests {tested}"
     lowest = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
     assert tuple(map(int, python.split("."))) >= tuple(map(int, lowest.lstrip(">=").split(".")))
+
+
+def test_setup_refuses_an_old_python_in_one_line(tmp_path):
+    """setup.sh names the Python it found and what to install, before it creates or installs anything."""
+    import subprocess
+
+    fake = tmp_path / "python3.10"
+    fake.write_text("#!/bin/sh\necho 3.10.12\nexit 1\n")
+    fake.chmod(0o755)
+    before = (REPO / ".venv").exists()
+    proc = subprocess.run(["bash", str(REPO / "setup.sh"), "--install-only"], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "PYTHON": str(fake)}, timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Python 3.10.12" in lines[0] and "3.11 or newer" in lines[0], proc.stderr
+    assert (REPO / ".venv").exists() == before and "installing" not in proc.stdout
