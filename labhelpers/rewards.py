@@ -157,15 +157,17 @@ class HFToxicityScorer(ToxicityScorer):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
         from .device import pick_device
-        from .models import ModelUnavailableError
+        from .models import ModelUnavailableError, hub_files_only
 
         name = os.fspath(model)
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"model={model!r} must be a hub id or a local folder of a sequence classifier")
         try:
-            tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
+            offline = hub_files_only(name)
+            tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=False, local_files_only=offline)
             classifier = AutoModelForSequenceClassification.from_pretrained(name, use_safetensors=True,
-                                                                            trust_remote_code=False)
+                                                                            trust_remote_code=False,
+                                                                            local_files_only=offline)
         except OSError as err:
             local = os.path.isdir(name) or name.startswith((".", "/", "~"))
             what = f"folder {name}" if local else f"{name} (not cached, and the Hugging Face Hub cannot be reached)"

@@ -249,3 +249,35 @@ def test_embedded_smollm2_loads_from_its_cache():
     assert os.path.isfile(os.path.join(folder, "model.safetensors"))
     assert os.path.isfile(os.path.join(folder, MARKER))
     assert "model.safetensors" in json.loads(open(os.path.join(folder, MARKER)).read())["files"]
+
+
+@pytest.fixture
+def fresh_hub_probe():
+    """hub_offline() asked anew in this test, and forgotten after it."""
+    models.hub_offline.cache_clear()
+    yield
+    models.hub_offline.cache_clear()
+
+
+def test_an_unreachable_hub_is_asked_once_then_loads_use_the_cache_only(fresh_hub_probe, monkeypatch, tmp_path):
+    """Offline, `course` loads fail at once with the one-line error, instead of retrying the Hub with back-off."""
+    import socket
+
+    import huggingface_hub.constants
+    import transformers
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with socket.socket() as closed:  # a local port nothing listens on: the connection is refused at once
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"https://127.0.0.1:{port}")
+    probes, asked = [], []
+    real_connect, real_config = socket.create_connection, transformers.AutoConfig.from_pretrained
+    monkeypatch.setattr(models.socket, "create_connection", lambda *a, **k: probes.append(a) or real_connect(*a, **k))
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained",
+                        lambda name, **kw: asked.append(kw.get("local_files_only")) or real_config(name, **kw))
+    for _ in range(2):
+        with pytest.raises(ModelUnavailableError, match="offline, use LABS_PROFILE=embedded"):
+            load_model("no-such-org/no-such-model", profile="course")
+    assert len(probes) == 1 and asked == [True, True]
+    assert models.hub_files_only(str(tmp_path)) is False  # a local folder never waits for the Hub
