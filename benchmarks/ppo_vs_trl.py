@@ -1,4 +1,4 @@
-"""PPO step: labhelpers.rl.PPOTrainer vs the classic PPOTrainer of TRL 0.11.4, side by side on the same model.
+"""PPO step: lab 09's PPOTrainer (exported to labhelpers) vs the classic PPOTrainer of TRL 0.11.4, side by side on the same model.
 
 Both sides train the same policy: the project's embedded SmolLM2-135M-Instruct in fp32 with a LoRA adapter
 (r=16, alpha 32, dropout 0, on q_proj and v_proj) and a linear value head on the last hidden state, started
@@ -16,16 +16,15 @@ accelerate, numpy and the rest come from this venv. The script installs the fold
 its own process, and the two take turns (ours, TRL, ours, TRL, ...), so only one computes at a time.
 
 1. Timing: one untimed warm-up step per side, then --steps timed steps each, interleaved, each side on the
-   same prompts at step k. Seconds per step, split into generation (ours: one `generate` that also gives
-   the old log-probs and values; TRL: `PPOTrainer.generate` on the whole batch, timed here), forward passes
-   (ours: the reference's; TRL: `time/ppo/forward_pass`, the policy's and the reference's), scoring (the
+   same prompts at step k. Seconds per step, split into generation (ours: one batched `generate`; TRL: `PPOTrainer.generate` on the whole batch, timed here), forward passes
+   (ours: the policy's and the reference's; TRL: `time/ppo/forward_pass`, the policy's and the reference's), scoring (the
    reward model) and optimisation (the rest of the update: rewards, advantages, the PPO epochs; for TRL the
    step's wall time minus its forward passes). Medians over the timed steps; ratio ours / TRL.
 2. Statistics on one batch: our trainer samples one batch once (temperature 1.0, see below); its query and
    response token ids (responses up to and including the first end-of-sequence token) and the reward
    model's scores go to TRL's `step` as they are, and to our `PPOTrainer.update` as a Rollout whose
    log-probs, values and reference log-probs come from full forward passes (`logprobs_and_values`,
-   `reference_logits`), as TRL computes them. With mini-batch = batch and one epoch both compute the
+   `reference_logprobs`), as TRL computes them. With mini-batch = batch and one epoch both compute the
    losses before any weight changes. Compared: per-token log-probs, values, KL, rewards, advantages
    (before and after whitening) and returns, the step statistics, and the gradient of the first update.
 
@@ -238,8 +237,7 @@ class OursSide:
         import labhelpers  # noqa: F401  first: probes bf16 safety before torch loads
         import torch
 
-        from labhelpers import PPOConfig, PPOTrainer, add_adapter, load_model, lora_config, reward_scorer
-        from labhelpers.rl import ValueHead
+        from labhelpers import PPOConfig, PPOTrainer, ValueHead, add_adapter, load_model, lora_config, reward_scorer
 
         torch.set_num_threads(spec["threads"])
         self.spec, self.torch = spec, torch
@@ -268,7 +266,7 @@ class OursSide:
 
     def step(self, k: int) -> dict:
         self.torch.manual_seed(self.spec["seed"] + 1000 + k)
-        s = self.trainer.step(self.spec["batches"][k], self.reward)
+        s = self.trainer.step(self.spec["batches"][k], self.reward.reward)
         return {"generate": s["time_generate"], "forward": s["time_reference"], "score": s["time_score"],
                 "optimise": s["time_optimize"], "total": s["time_step"], "response_length": s["response_length"],
                 "kl": s["kl"], "score_mean": s["score"]}
@@ -276,32 +274,34 @@ class OursSide:
     def check(self) -> dict:
         import dataclasses
 
-        from labhelpers.rl import compute_rewards, gae, kl_penalty, logprobs_from_logits, masked_mean, whiten
+        from labhelpers import (compute_rewards, gae, kl_penalty, logprobs_and_values, masked_mean,
+                                reference_logprobs, whiten)
 
         torch, trainer, cfg = self.torch, self.trainer, self.config
         torch.manual_seed(self.spec["seed"])
         sampled = trainer.rollout(self.spec["stats_batch"])
+        samples = sampled.samples
         scores = torch.as_tensor(self.reward.reward(sampled.texts), dtype=torch.float32)
         mask = sampled.mask
         lengths = mask.sum(1).long().tolist()
-        batch = {"queries": [q[m.bool()].tolist() for q, m in zip(sampled.query_ids, sampled.query_mask)],
-                 "responses": [r[:n].tolist() for r, n in zip(sampled.response_ids, lengths)],
+        batch = {"queries": [q[m.bool()].tolist() for q, m in zip(samples.query_ids, samples.query_mask)],
+                 "responses": [r[:n].tolist() for r, n in zip(samples.response_ids, lengths)],
                  "scores": scores.tolist()}
         Path(self.spec["batch_path"]).write_text(json.dumps(batch))
 
-        # The same batch through full forward passes, as TRL computes it (our rollout took them from generate)
-        logprobs, values = trainer.logprobs_and_values(sampled)
+        # The same batch through full forward passes again (the rollout took them the same way: a check)
         with torch.no_grad():
-            ref_logprobs = logprobs_from_logits(trainer.reference_logits(sampled.query_ids, sampled.query_mask,
-                                                                         sampled.response_ids),
-                                                sampled.response_ids)
-        kl = kl_penalty(logprobs, ref_logprobs, cfg.kl_penalty)
+            logprobs, values = logprobs_and_values(trainer.policy, trainer.value_head, samples, cfg.temperature)
+        ref_logprobs = reference_logprobs(trainer.policy, samples, cfg.temperature)
+        kl = kl_penalty(logprobs, ref_logprobs, cfg.kl_penalty) * mask
         rollout = dataclasses.replace(sampled, logprobs=logprobs * mask, values=values * mask,
-                                      ref_logprobs=ref_logprobs * mask, kl=kl * mask)
-        shortcut = {  # generate's logits and hidden states (KV cache) vs the full forward pass
+                                      ref_logprobs=ref_logprobs * mask)
+        shortcut = {  # the rollout's forward passes vs these
             "logprob_max_abs": float(((sampled.logprobs - rollout.logprobs) * mask).abs().max()),
             "value_max_abs": float(((sampled.values - rollout.values) * mask).abs().max()),
-            "kl_generate": float(sampled.kl.sum(1).mean()), "kl_forward": float(rollout.kl.sum(1).mean())}
+            "kl_generate": float(kl_penalty(sampled.logprobs, sampled.ref_logprobs).mul(mask).sum(1).mean()),
+            "kl_forward": float(kl.sum(1).mean())}
+        rollout.kl = kl
 
         rewards = compute_rewards(scores, rollout.kl, mask, cfg.init_kl_coef)
         advantages, returns = gae(rewards, rollout.values, mask, cfg.gamma, cfg.lam)
@@ -701,8 +701,7 @@ def stats_section(results: dict, gdiff: dict, tolerance: float) -> tuple[list[st
               + f". Largest relative difference of all: {worst:.1e} ("
               + ("agree" if worst <= tolerance else "DIFFER") + f" at {tolerance:g})."]
     s = ours["shortcut"]
-    lines += ["", f"Our rollout as `PPOTrainer.rollout` gives it (log-probs and values from `generate`'s logits and hidden"
-                 f" states, KV cache) against the full forward passes used above: max |delta log-prob| "
+    lines += ["", f"Our rollout as `PPOTrainer.rollout` gives it against the same forward passes run again: max |delta log-prob| "
                  f"{s['logprob_max_abs']:.1e}, max |delta value| {s['value_max_abs']:.1e}, mean KL per response "
                  f"{s['kl_generate']:.6f} vs {s['kl_forward']:.6f}."]
     return lines, worst
@@ -796,12 +795,11 @@ def main(argv=None) -> int:
     body = []
     if timing:
         body += timing_section(args, timing) + [
-            "", "Phases: ours' generation includes taking the old log-probs and values from `generate`'s outputs; its "
-            "forward passes are the reference's only. TRL's generation is its `generate` (timed here); its forward "
-            "passes recompute the policy's log-probs and values and then the reference's; its optimisation is the rest "
-            "of `step`; both train on random minibatches, and where LoRA sits on the top blocks only, ours runs only those "
-            "blocks in its updates, from the hidden states the reference pass left below them (labhelpers.rl."
-            "frozen_trunk_depth). Scoring is the same reward model on both sides. Gradient clipping: ours clips every minibatch, TRL "
+            "", "Phases: ours' generation is one batched `generate`; its forward passes take the old log-probs and "
+            "values and then the reference's (the lab's `rollout`). TRL's generation is its `generate` (timed here); its "
+            "forward passes recompute the policy's log-probs and values and then the reference's; its optimisation is "
+            "the rest of `step`; both train on random minibatches through the whole model. "
+            "Scoring is the same reward model on both sides. Gradient clipping: ours clips every minibatch, TRL "
             f"{TRL_VERSION} only the first minibatch of a run (its `model_params` is a `filter` iterator, used up by the "
             "first `clip_grad_norm_`); the time this takes is negligible.", ""]
     if check:
