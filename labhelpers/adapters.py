@@ -1,6 +1,8 @@
-"""Parameter-efficient fine-tuning with PEFT: LoRA, prompt tuning and QLoRA, for the labs.
+"""Plumbing around PEFT for the labs that reuse adapters (09, 10), fine_tune, the benchmarks and tests.
 
-What this module guarantees, so the labs can teach with it:
+Lab 07 writes PEFT's own API out (`LoraConfig`, `get_peft_model`, `PromptTuningConfig`,
+`save_pretrained`, `PeftModel.from_pretrained`, `merge_and_unload`); this module is what the labs after
+it call instead, so that they need not repeat it. What it guarantees:
 
 - a config is checked against the model it is meant for: LoRA's target layers must exist in it
   (chosen per architecture when not given), and the task type follows the model family;

@@ -87,6 +87,17 @@ def test_lora_config_chooses_attention_projections_per_architecture(tiny_llama, 
     assert (custom.r, custom.lora_alpha, custom.lora_dropout) == (4, 4, 0.0)
 
 
+def test_lora_config_is_the_lora_config_lab_07_writes_out(tiny_llama, tiny_t5):
+    """Labs 09 and 10 call lora_config; lab 07 writes PEFT's LoraConfig by hand: both must train the same adapter."""
+    from peft import LoraConfig, TaskType
+
+    for (model, _), kind, task in ((tiny_llama, "llama", TaskType.CAUSAL_LM), (tiny_t5, "t5", TaskType.SEQ_2_SEQ_LM)):
+        for r in (4, 16):
+            written = LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules=sorted(ATTENTION[kind]),
+                                 task_type=task)
+            assert lora_config(model, r=r).to_dict() == written.to_dict(), (kind, r)
+
+
 class _Mystery(torch.nn.Module):
     """An architecture labhelpers has no table entry for: attention and MLP Linear layers."""
 
