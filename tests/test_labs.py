@@ -86,7 +86,9 @@ def test_failure_is_reported_and_the_batch_goes_on(batch):
     assert bad["error"] == "RuntimeError: deliberate failure"
     assert bad["budget_s"] is None and bad["over_budget"] is None
     assert summary["failed"] == 1
-    assert "00_broken ... failed" in proc.stdout and f"{OK_NAME} ... ok" in proc.stdout
+    assert re.search(r"^\[1/2\] 00_broken: \d+ min left in all \.\.\. failed in [\d.]+ s: RuntimeError", proc.stdout, re.M)
+    assert re.search(rf"^\[2/2\] {OK_NAME}: about \d+ (s|min), \d+ (s|min) left in all \.\.\. ok in [\d.]+ s "
+                     rf"\(budget {get_profile('tiny').budget_s(OK_NAME)} s\)$", proc.stdout, re.M), proc.stdout
     assert str(batch["run_dir"] / "summary.md") in proc.stdout
 
 
@@ -194,3 +196,66 @@ def test_help_mentions_every_command(capsys):
     out = capsys.readouterr().out
     for command in ("run", "check-clean", "strip"):
         assert command in out
+
+
+def _summary(out: Path, name: str, profile: str, walls: dict, status: str = "ok") -> None:
+    folder = out / name
+    folder.mkdir(parents=True)
+    notebooks = [{"notebook": k, "status": status, "wall_s": v} for k, v in walls.items()]
+    (folder / "summary.json").write_text(json.dumps({"profile": profile, "notebooks": notebooks}))
+
+
+TINY_LABS = ["01_in_context_learning", "02_memory_precision_quantization", "05_instruction_fine_tuning"]
+
+
+def test_time_estimates_come_from_the_latest_recorded_runs_then_the_budgets(tmp_path):
+    _summary(tmp_path, "20261201-100000-tiny-1", "tiny", {TINY_LABS[0]: 50.0, TINY_LABS[1]: 70.0})
+    _summary(tmp_path, "20261202-100000-tiny-2", "tiny", {TINY_LABS[0]: 30.0})
+    _summary(tmp_path, "20261203-100000-tiny-3", "tiny", {TINY_LABS[1]: 999.0}, status="failed")
+    _summary(tmp_path, "20261204-100000-embedded-4", "embedded", {TINY_LABS[0]: 400.0})
+    (tmp_path / "20261205-100000-tiny-5").mkdir()
+    (tmp_path / "20261205-100000-tiny-5" / "summary.json").write_text("{not json")
+    recorded = labs.recorded_times(tmp_path, "tiny")
+    assert recorded == {TINY_LABS[0]: 30.0, TINY_LABS[1]: 70.0}
+    budget = get_profile("tiny").budget_s(TINY_LABS[2])
+    assert labs.estimates_s(TINY_LABS + ["99_unknown"], "tiny", recorded) == [30.0, 70.0, float(budget), None]
+
+
+def test_time_left_follows_this_runs_pace():
+    estimates = [30.0, 120.0, 120.0]
+    assert labs.time_left_s(estimates, []) == 270.0                # nothing run yet: the estimates as they are
+    assert labs.time_left_s(estimates, [60.0]) == 480.0            # twice as slow as estimated: 2 x 240
+    assert labs.time_left_s(estimates, [60.0, 60.0]) == 96.0       # 120 s for 150 estimated: 0.8 x 120
+    assert labs.time_left_s([10.0, 100.0], [1000.0]) == 500.0      # the pace is kept within 5x
+    assert labs.time_left_s([10.0, None, 30.0], []) == 60.0        # no estimate: the mean of the others
+    assert labs.time_left_s([None, None], []) is None
+    assert [labs.duration(s) for s in (None, 0.4, 89.4, 90, 121, 3599, 3601, 7320)] == \
+        ["unknown", "0 s", "89 s", "2 min", "3 min", "1 h 00 min", "1 h 01 min", "2 h 02 min"]
+
+
+def test_run_prints_a_progress_line_per_lab_with_the_time_left(tmp_path, monkeypatch, capsys):
+    """run() with a stand-in for the notebook execution: each lab takes twice its recorded time."""
+    out = tmp_path / "runs"
+    _summary(out, "20261201-100000-tiny-1", "tiny", {TINY_LABS[0]: 30.0, TINY_LABS[1]: 60.0})
+    taken = {TINY_LABS[0]: 60.0, TINY_LABS[1]: 120.0, TINY_LABS[2]: 10.0}
+
+    def fake_run_notebook(path, profile, run_dir):
+        budget = get_profile(profile).budget_s(path.stem)
+        return {"notebook": path.stem, "source": str(path), "output": None, "status": "ok", "error": None,
+                "wall_s": taken[path.stem], "budget_s": budget, "over_budget": taken[path.stem] > budget,
+                "results": [{"notebook": path.stem, "key": "rouge_l", "value": 0.25, "unit": "", "note": ""}]}
+
+    monkeypatch.setattr(labs, "run_notebook", fake_run_notebook)
+    run_dir, summary = labs.run([tmp_path / f"{stem}.ipynb" for stem in TINY_LABS], profile="tiny", out=out)
+    lines = capsys.readouterr().out.splitlines()
+    budget = get_profile("tiny").budget_s(TINY_LABS[2])  # 120 s
+    assert lines[0] == (f"running 3 notebook(s) on tiny; time estimates: 2 from earlier runs in {out}, "
+                        "1 from the profile's time budgets (upper bounds), corrected by this run's pace")
+    # estimates 30, 60, 120 s: 210 s in all; after lab 1 the pace is 60/30 = 2, after lab 2 (60+120)/(30+60) = 2
+    assert lines[1:] == [
+        f"[1/3] {TINY_LABS[0]}: about 30 s, 4 min left in all ... ok in 60.0 s (budget 120 s)",
+        f"[2/3] {TINY_LABS[1]}: about 2 min, 6 min left in all ... ok in 120.0 s (budget 120 s)",
+        f"[3/3] {TINY_LABS[2]}: about 4 min, 4 min left in all ... ok in 10.0 s (budget {budget} s)"]
+    assert summary["wall_s"] == 190.0 and summary["failed"] == 0
+    md = (run_dir / "summary.md").read_text()
+    assert "3 notebook(s) in 190 s, 0 failed" in md and md.count("- rouge_l: 0.25") == 3

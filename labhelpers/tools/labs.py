@@ -1,8 +1,9 @@
 """Run, check and clean the labs: `python -m labhelpers.tools.labs {run,check-clean,strip} --help`.
 
 `run` executes notebooks headless with papermill into a new folder under runs/ (the sources are
-never touched) and writes summary.json and summary.md with each notebook's status, wall time,
-budget and the numbers it recorded with `labhelpers.results.record`.
+never touched), printing a progress line per notebook with an estimate of the time left, and writes
+summary.json and summary.md with each notebook's status, wall time, budget and the numbers it
+recorded with `labhelpers.results.record`.
 `check-clean` fails when a notebook holds outputs; `strip` removes them in place, atomically.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import sys
 import tempfile
@@ -129,7 +131,9 @@ def _result_line(r: dict) -> str:
 def _summary_md(summary: dict) -> str:
     """The run summary as Markdown: one table row per notebook, then each one's results."""
     lines = [f"# Lab run {Path(summary['run_dir']).name}", "",
-             f"Profile `{summary['profile']}`, started {summary['started']}.", "",
+             f"Profile `{summary['profile']}`, started {summary['started']}, {len(summary['notebooks'])} notebook(s) "
+             f"in {summary.get('wall_s', 0):.0f} s, {summary.get('failed', 0)} failed. The numbers each lab recorded "
+             "follow the table.", "",
              "| notebook | status | wall time (s) | budget (s) |", "|---|---|---:|---:|"]
     for nb in summary["notebooks"]:
         status = nb["status"] if nb["status"] == "ok" else f"failed: {nb['error']}"
@@ -141,6 +145,85 @@ def _summary_md(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+# --------------------------------------------------------------------------------------------------
+# Progress: how long each lab should take, and how long is left
+# --------------------------------------------------------------------------------------------------
+
+PACE_LIMITS = (0.2, 5.0)  # this run's pace corrects the estimates, within these factors
+
+
+def recorded_times(out: Path, profile: str) -> dict[str, float]:
+    """Each notebook's wall time in its most recent successful run on `profile` among the run folders in `out`."""
+    times: dict[str, float] = {}
+    # folder names start with the time (YYYYmmdd-HHMMSS), so sorting them puts the most recent last
+    for summary_file in sorted(Path(out).glob("*/summary.json"), key=lambda p: p.parent.name):
+        try:
+            summary = json.loads(summary_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(summary, dict) or summary.get("profile") != profile:
+            continue
+        for nb in summary.get("notebooks", []):
+            if isinstance(nb, dict) and nb.get("status") == "ok" and isinstance(nb.get("wall_s"), (int, float)):
+                times[str(nb.get("notebook"))] = float(nb["wall_s"])
+    return times
+
+
+def estimates_s(stems: list[str], profile: str, recorded: dict[str, float]) -> list[float | None]:
+    """Seconds each notebook should take: its recorded time, else the profile's budget (an upper bound), else None."""
+    found: list[float | None] = []
+    for stem in stems:
+        if stem in recorded:
+            found.append(recorded[stem])
+            continue
+        try:
+            found.append(float(get_profile(profile).budget_s(stem)))
+        except ValueError:
+            found.append(None)
+    return found
+
+
+def time_left_s(estimates: list[float | None], walls: list[float]) -> float | None:
+    """Seconds left when the first len(walls) notebooks took `walls`: the remaining estimates times this run's pace.
+
+    The pace is the time taken over the time estimated for the notebooks done so far (1 before any), kept within
+    PACE_LIMITS; a notebook without an estimate counts as the mean of the others. None when nothing is known.
+    """
+    done = [(w, e) for w, e in zip(walls, estimates) if e]
+    pace = sum(w for w, _ in done) / sum(e for _, e in done) if done else 1.0
+    pace = min(max(pace, PACE_LIMITS[0]), PACE_LIMITS[1])
+    known = [e for e in estimates if e is not None]
+    if not known:
+        return None
+    mean = sum(known) / len(known)
+    return pace * sum(mean if e is None else e for e in estimates[len(walls):])
+
+
+def duration(seconds: float | None) -> str:
+    """A duration for a person: '45 s', '7 min', '1 h 05 min' (minutes rounded up); 'unknown' for None."""
+    if seconds is None:
+        return "unknown"
+    if seconds < 90:
+        return f"{max(0, round(seconds))} s"
+    minutes = math.ceil(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def progress_line(index: int, stems: list[str], estimates: list[float | None], walls: list[float]) -> str:
+    """The line printed as notebook `index` (0-based) starts: its place, its name and the time left, itself included."""
+    this = time_left_s(estimates[:index + 1], walls) if estimates[index] is not None else None
+    left = time_left_s(estimates, walls)
+    return (f"[{index + 1}/{len(stems)}] {stems[index]}: " + (f"about {duration(this)}, " if this is not None else "")
+            + (f"{duration(left)} left in all ..." if left is not None else "time left unknown ..."))
+
+
+def _estimates_note(stems: list[str], profile: str, recorded: dict[str, float], out: Path) -> str:
+    from_runs = sum(stem in recorded for stem in stems)
+    parts = ([f"{from_runs} from earlier runs in {out}"] if from_runs else []) + (
+        [f"{len(stems) - from_runs} from the profile's time budgets (upper bounds)"] if from_runs < len(stems) else [])
+    return f"running {len(stems)} notebook(s) on {profile}; time estimates: {', '.join(parts)}, corrected by this run's pace"
+
+
 def run(notebooks: list[Path], profile: str | None = None, out: Path | None = None) -> tuple[Path, dict]:
     """Execute `notebooks` into a new run folder; return the folder and the summary written there."""
     try:
@@ -150,17 +233,24 @@ def run(notebooks: list[Path], profile: str | None = None, out: Path | None = No
     stems = [Path(p).stem for p in notebooks]
     if len(set(stems)) < len(stems):
         raise UsageError(f"two notebooks share a name, so their executed copies would collide: {stems}")
-    run_dir = _new_run_dir(Path(out) if out else ROOT / "runs", profile)
+    out = Path(out) if out else ROOT / "runs"
+    recorded = recorded_times(out, profile) if out.is_dir() else {}
+    estimates = estimates_s(stems, profile, recorded)
+    run_dir = _new_run_dir(out, profile)
     summary = {"profile": profile, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                "run_dir": str(run_dir), "notebooks": []}
-    for i, path in enumerate(notebooks, 1):
-        print(f"[{i}/{len(notebooks)}] {path.stem} ...", end=" ", flush=True)
+    print(_estimates_note(stems, profile, recorded, out), flush=True)
+    walls: list[float] = []
+    for i, path in enumerate(notebooks):
+        print(progress_line(i, stems, estimates, walls), end=" ", flush=True)
         entry = run_notebook(Path(path).resolve(), profile, run_dir)
+        walls.append(entry["wall_s"])
         budget = "" if entry["budget_s"] is None else f" (budget {entry['budget_s']} s" + (
             ", EXCEEDED)" if entry["over_budget"] else ")")
         print(f"{entry['status']} in {entry['wall_s']:.1f} s{budget}"
               + (f": {entry['error']}" if entry["error"] else ""), flush=True)
         summary["notebooks"].append(entry)
+    summary["wall_s"] = round(sum(walls), 1)
     summary["failed"] = sum(nb["status"] != "ok" for nb in summary["notebooks"])
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     (run_dir / "summary.md").write_text(_summary_md(summary), encoding="utf-8")
@@ -231,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
             if not notebooks:
                 raise UsageError(f"no notebooks to run (none match {NOTEBOOKS / LAB_PATTERN})")
             run_dir, summary = run(notebooks, args.profile, args.out)
-            print(f"summary: {run_dir / 'summary.md'} ({summary['failed']} of {len(notebooks)} failed)")
+            print(f"summary: {run_dir / 'summary.md'} ({summary['failed']} of {len(notebooks)} failed, "
+                  f"{duration(summary['wall_s'])} in all)")
             return 1 if summary["failed"] else 0
         paths = _existing(args.paths, _all_notebooks())
         if args.command == "check-clean":
