@@ -26,7 +26,7 @@ import torch
 from labhelpers import (comparison_table, format_table, generate_texts, get_profile, load_dialogues, load_model,
                         make_generation_config, metric_table, score_summaries)
 from labhelpers.data import read_jsonl
-from labhelpers.train import TrainConfig, fine_tune, task_prompt
+from labhelpers import TrainConfig, fine_tune, task_prompt
 
 ROOT = Path(__file__).resolve().parent.parent
 DIALOGSUM_DEV = ROOT.parent / "shared" / "data" / "dialogsum" / "dialogsum.dev.jsonl"

@@ -66,7 +66,7 @@ import torch
 
 from labhelpers import TrainConfig, fine_tune, get_profile, load_dialogues, load_model, pick_device, read_jsonl
 from labhelpers.device import cache_dir, seed_everything, trainer_precision
-from labhelpers.train import IGNORE_INDEX, PadCollator, answer_only_loss, build_instruction_data
+from labhelpers import IGNORE_INDEX, PadCollator, answer_only_loss, build_instruction_data
 
 ROOT = Path(__file__).resolve().parent.parent
 GIB = 1024**3

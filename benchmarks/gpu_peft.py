@@ -115,7 +115,7 @@ def build_base(folder: Path, tokenizer_dir: Path, smoke: bool, device: torch.dev
 
 def check_batch(tokenizer, model, rows):
     """input_ids / attention_mask of a few prompts+answers, padded (the logits check's input)."""
-    from labhelpers.train import PadCollator, build_instruction_data
+    from labhelpers import PadCollator, build_instruction_data
 
     data = build_instruction_data(rows, tokenizer, model, "summary", seed=0)
     batch = PadCollator(tokenizer, "causal")(data.examples)

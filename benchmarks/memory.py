@@ -57,7 +57,7 @@ def measure(config: str, profile: str, batch_size: int, device: str | None) -> d
     from labhelpers.adapters import add_adapter, lora_config, prompt_tuning_config, trainable_summary
     from labhelpers.device import autocast, cpu_bf16_safe
     from labhelpers.memory import peak_memory
-    from labhelpers.train import PadCollator, answer_only_loss, build_instruction_data
+    from labhelpers import PadCollator, answer_only_loss, build_instruction_data
 
     torch.manual_seed(0)
     model, tokenizer = load_model(profile=profile, device=device)

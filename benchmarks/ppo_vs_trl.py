@@ -550,7 +550,7 @@ def build_spec(args, workdir: Path) -> dict:
     from labhelpers.hostile import load_hostile_dialogues
     from labhelpers.models import load_tokenizer, resolve_model_path
     from labhelpers.prompts import model_input
-    from labhelpers.train import task_prompt
+    from labhelpers import task_prompt
 
     path = resolve_model_path(MODEL)  # converts the embedded GGUF once per machine
     tokenizer = load_tokenizer(path, "causal")

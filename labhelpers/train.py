@@ -4,8 +4,11 @@ What this module guarantees, so the labs can teach with it:
 
 - the base model is never trained in place: `fine_tune` trains a copy, so "base vs tuned" always
   compares against the real base;
-- for decoder-only models the loss covers the answer tokens only (the prompt is masked with -100),
-  and the output layer runs only at those positions (same loss, less work and memory);
+- the examples are lab 05's (`build_instruction_data`, exported from its notebook): for decoder-only
+  models the loss covers the answer tokens only (the prompt is masked with -100), and here the output
+  layer runs only at those positions (same loss, less work and memory);
+- gradient accumulation weighs every answer token of an optimizer step equally: each micro-batch's
+  sum is divided by the step's answer-token count (the Trainer's `num_items_in_batch`);
 - batches are padded to their own longest example (never to a global maximum), optionally grouped
   by length, and an example longer than `max_length` is dropped and counted, never truncated;
 - a run is seeded and repeats exactly on a CPU; checkpoints resume after an interruption (each is
@@ -30,172 +33,27 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from .models import model_family
-from .prompts import Template, build_chat, build_prompt, get_template, model_input, uses_chat_template
 
-IGNORE_INDEX = -100
 RUN_FILE = "labhelpers-run.json"  # written into output_dir: the config that made this run
 FINAL_DIR = "final"
 CHECKPOINT_STAGING = ".checkpoint-partial"  # a checkpoint is written here whole, then renamed to checkpoint-N
 
 
 # ---------------------------------------------------------------------------------------------
-# Tasks and the instruction dataset
+# Batches (the instruction dataset itself is lesson code: labhelpers.lessons.instruction_fine_tuning)
 # ---------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Task:
-    """An instruction task made from a dialogue row: a prompt template and the column holding the answer."""
-
-    name: str
-    template: Template
-    target: str  # column of the row that holds the answer, e.g. "summary" or "topic"
-    max_new_tokens: int = 48  # a sensible generation length for this task's answers
+_LESSON_NAMES = ("IGNORE_INDEX", "TASKS", "InstructionData", "Task", "answer_end_id", "build_instruction_data",
+                 "encode_example", "get_task", "task_prompt")
 
 
-TASKS: Mapping[str, Task] = {t.name: t for t in (
-    Task("summary", get_template("instruction"), "summary", 48),
-    Task("topic", Template("topic", "What is the following conversation about? Answer with a short topic of two "
-                                    "or three words.\n\n{dialogue}\n\nTopic:"), "topic", 12),
-)}
+def __getattr__(name: str):
+    """Names written in lab 05 (the tasks, the example encoder, the dataset builder) stay importable from here."""
+    if name in _LESSON_NAMES:
+        from .lessons import instruction_fine_tuning
 
-
-def get_task(task: str | Task) -> Task:
-    """A task by name (see TASKS) or a Task as is."""
-    if isinstance(task, Task):
-        return task
-    if not isinstance(task, str) or task not in TASKS:
-        raise ValueError(f"task={task!r} is unknown; choose one of {sorted(TASKS)} or pass a Task")
-    return TASKS[task]
-
-
-def task_prompt(row: Mapping, task: str | Task = "summary", *, chat: bool = True):
-    """The prompt a model sees for this row and task (chat messages, or plain text when chat=False)."""
-    t = get_task(task)
-    return build_chat(row["dialogue"], template=t.template) if chat else build_prompt(row["dialogue"], template=t.template)
-
-
-def _rows(rows, argument: str = "rows") -> list[dict]:
-    if isinstance(rows, (str, bytes, Mapping)) or not hasattr(rows, "__iter__"):
-        raise TypeError(f"{argument} must be a list of dialogue rows or a dataset split, not {type(rows).__name__}")
-    out = []
-    for i, row in enumerate(rows):
-        if not isinstance(row, Mapping):
-            raise TypeError(f"{argument}[{i}] must be a dialogue row (a dict with 'dialogue', 'summary', ...), "
-                            f"not {type(row).__name__}")
-        out.append(dict(row))
-    if not out:
-        raise ValueError(f"{argument} is empty; give at least one dialogue (check the split you passed)")
-    return out
-
-
-def _check_columns(rows: list[dict], needed: Sequence[str], argument: str) -> None:
-    missing = [c for c in needed if c not in rows[0]]
-    if missing:
-        raise ValueError(f"{argument} lacks column(s) {missing}; rows need {list(needed)} "
-                         f"(found {sorted(rows[0])})")
-
-
-def answer_end_id(model, tokenizer) -> int:
-    """The token that ends an answer: the one generation stops on (for chat models, the end of a turn)."""
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if isinstance(eos, (list, tuple)):
-        eos = eos[0] if eos else None
-    return tokenizer.eos_token_id if eos is None else int(eos)
-
-
-def encode_example(tokenizer, family: str, prompt, target: str, end_id: int | None = None) -> dict:
-    """Token ids and labels for one (prompt, answer) pair.
-
-    Causal: the prompt as generation will see it, then the answer and the end-of-sequence token;
-    labels are -100 over the prompt, so only the answer is learned; `end_id` (default: the tokenizer's eos)
-    should be the token generation stops on, see `answer_end_id`. Seq2seq: the prompt is the
-    encoder input and the answer the labels.
-    """
-    if not isinstance(target, str) or not target.strip():
-        raise ValueError("target is empty; every example needs an answer to learn")
-    if family == "seq2seq":
-        text = model_input(tokenizer, prompt, chat=False)
-        ids = tokenizer(text)["input_ids"]
-        labels = tokenizer(text_target=target.strip())["input_ids"]
-        return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
-    chat_on = uses_chat_template(tokenizer)
-    text = model_input(tokenizer, prompt, chat_on)
-    prompt_ids = tokenizer(text, add_special_tokens=not chat_on)["input_ids"]
-    answer = target.strip() if chat_on else " " + target.strip()
-    end = tokenizer.eos_token_id if end_id is None else end_id
-    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [end]
-    ids = prompt_ids + answer_ids
-    return {"input_ids": ids, "attention_mask": [1] * len(ids),
-            "labels": [IGNORE_INDEX] * len(prompt_ids) + answer_ids}
-
-
-@dataclass
-class InstructionData:
-    """An encoded instruction dataset, with what was dropped and why."""
-
-    examples: list[dict]
-    n_dropped: int
-    max_length: int
-    tasks: dict[str, int]  # task name -> examples kept
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    @property
-    def lengths(self) -> list[int]:
-        """Tokens the model reads per example (the prompt and, for causal models, the answer)."""
-        return [len(e["input_ids"]) for e in self.examples]
-
-    def to_dataset(self):
-        from datasets import Dataset
-
-        return Dataset.from_list([{**e, "length": len(e["input_ids"])} for e in self.examples])
-
-
-def build_instruction_data(rows, tokenizer, model, tasks: Sequence[str | Task] | str | Task = "summary", *,
-                           max_length: int | None = None, seed: int = 0) -> InstructionData:
-    """Encode dialogue rows into instruction examples for one task or a mixture of tasks.
-
-    With several tasks every row yields one example per task, shuffled together (seeded). Examples
-    longer than `max_length` tokens (default: the model's window) are dropped and counted.
-    """
-    import random
-
-    from .prompts import context_window
-
-    rows = _rows(rows)
-    if not callable(tokenizer) or not hasattr(tokenizer, "decode"):
-        raise TypeError(f"tokenizer must be a transformers tokenizer (load_model returns one with the model), "
-                        f"not {type(tokenizer).__name__}")
-    task_list = [get_task(t) for t in ([tasks] if isinstance(tasks, (str, Task)) else list(tasks))]
-    if not task_list:
-        raise ValueError("tasks is empty; name at least one task, e.g. 'summary'")
-    _check_columns(rows, ["dialogue"] + sorted({t.target for t in task_list}), "rows")
-    family = model_family(model)
-    limit = context_window(tokenizer, model) if max_length is None and family == "causal" else max_length
-    if limit is not None and (not isinstance(limit, int) or limit <= 0):
-        raise ValueError(f"max_length={max_length!r} must be a positive number of tokens")
-    chat = family == "causal" and uses_chat_template(tokenizer)
-    end = answer_end_id(model, tokenizer)
-    examples, dropped, kept = [], 0, {t.name: 0 for t in task_list}
-    for task in task_list:
-        for row in rows:
-            ex = encode_example(tokenizer, family, task_prompt(row, task, chat=chat), row[task.target], end)
-            if limit is not None and (len(ex["input_ids"]) > limit or len(ex["labels"]) > limit):
-                dropped += 1
-                continue
-            ex["task"] = task.name
-            examples.append(ex)
-            kept[task.name] += 1
-    if not examples:
-        raise ValueError(f"every example is longer than max_length={limit}; raise max_length")
-    random.Random(seed).shuffle(examples)
-    return InstructionData(examples, dropped, limit or 0, kept)
-
-
-def label_mask(example: Mapping) -> list[bool]:
-    """Which positions of an encoded example are learned (True) rather than masked."""
-    return [label != IGNORE_INDEX for label in example["labels"]]
+        return getattr(instruction_fine_tuning, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class PadCollator:
@@ -210,6 +68,8 @@ class PadCollator:
 
     def __call__(self, features: Sequence[Mapping]):
         import torch
+
+        from .lessons.instruction_fine_tuning import IGNORE_INDEX
 
         def pad(key, value, length_of):
             width = max(len(f[key]) for f in features) if length_of is None else length_of
@@ -226,15 +86,29 @@ class PadCollator:
 # Loss on answer positions only
 # ---------------------------------------------------------------------------------------------
 
-def answer_only_loss(model, batch) -> "torch.Tensor":
-    """Mean cross-entropy over answer tokens, running the output layer only where a label is set.
+def answer_only_loss(model, batch, num_items_in_batch=None) -> "torch.Tensor":
+    """Cross-entropy over the answer tokens (labels other than -100), running the output layer only there.
 
-    Equal to the model's own loss with the same labels; the output projection (a vocabulary-sized
+    Without `num_items_in_batch`: their mean, equal to the model's own loss with the same labels. With it
+    (the answer tokens of every micro-batch of an optimizer step, as the Trainer counts them): their sum
+    divided by that count, so the micro-batches of a step add up to its mean with every token weighed
+    equally, however the answers are spread between them. The output projection (a vocabulary-sized
     matrix) is skipped at every prompt and padding position, which saves time and a large logits tensor.
     """
+    from .lessons.instruction_fine_tuning import IGNORE_INDEX
+
+    mean = _answer_only_mean(model, batch)
+    if num_items_in_batch is None:
+        return mean
+    labels = batch["labels"][:, 1:] if model_family(model) == "causal" else batch["labels"]
+    return mean * (labels != IGNORE_INDEX).sum() / num_items_in_batch
+
+
+def _answer_only_mean(model, batch) -> "torch.Tensor":
     import torch.nn.functional as F
 
     from .adapters import prepend_learnt_embeddings, prepends_learnt_embeddings
+    from .lessons.instruction_fine_tuning import IGNORE_INDEX
 
     inner, prompt_tuned = model, False
     if hasattr(model, "get_base_model"):  # a PEFT model: adapters live inside the base model's layers
@@ -495,7 +369,7 @@ def _make_trainer_class():
         """Trainer whose loss runs the output layer at answer positions only (see answer_only_loss),
         and which counts the real (non-padding) tokens it trains on."""
 
-        loss_is_scaled_for_ga = False  # our loss is a per-batch mean: let the Trainer divide by accumulation
+        loss_is_scaled_for_ga = True  # compute_loss divides by the step's answer tokens itself
         _tokens = 0  # a tensor on the model's device once training starts (no host sync per step)
         _staging: str | None = None  # set while a checkpoint is being written (see _save_checkpoint)
 
@@ -531,6 +405,8 @@ def _make_trainer_class():
             return int(self._tokens)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            from .lessons.instruction_fine_tuning import IGNORE_INDEX
+
             if model.training:
                 self._tokens = self._tokens + inputs["attention_mask"].sum()
                 if model_family(model) == "seq2seq":
@@ -540,7 +416,10 @@ def _make_trainer_class():
             # The Trainer's mixed precision (bf16/fp16) wraps model.forward; this loss calls the model's
             # body and output layer directly, so it needs the same autocast around it.
             with self.accelerator.autocast():
-                return answer_only_loss(model, inputs)
+                loss = answer_only_loss(model, inputs, num_items_in_batch)
+            if num_items_in_batch is None:  # not counted (a model without loss kwargs): a mean per micro-batch
+                loss = loss / self.current_gradient_accumulation_steps
+            return loss
 
     return AnswerOnlyTrainer
 
@@ -601,6 +480,24 @@ class _History:
             self.handle.update(self.fig)
 
 
+def loss_plot_callback(title: str = "fine-tuning", live: bool | None = None):
+    """A Trainer callback that plots the training and validation loss as the Trainer logs them (live in a
+    notebook; `live=False` only collects them); its `frame()` is the log so far, one row per step."""
+    from transformers import TrainerCallback
+
+    history = _History(_in_notebook() if live is None else live, title)
+
+    class LossPlot(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            history.add(state.global_step, logs or {})
+
+        def frame(self) -> "pd.DataFrame":
+            """step, train_loss, val_loss, learning_rate, seconds (since the callback was made)."""
+            return history.frame()
+
+    return LossPlot()
+
+
 def _in_notebook() -> bool:
     try:
         from IPython import get_ipython
@@ -632,6 +529,7 @@ def fine_tune(base_model, tokenizer, train, validation=None, *, tasks: Sequence[
     from transformers import PrinterCallback, TrainerCallback, TrainingArguments
 
     from .device import seed_everything, trainer_precision
+    from .lessons.instruction_fine_tuning import build_instruction_data
 
     config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
@@ -698,12 +596,9 @@ def fine_tune(base_model, tokenizer, train, validation=None, *, tasks: Sequence[
         activation_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
         **precision,
     )
-    history = _History(_in_notebook() if live_plot is None else live_plot, title)
+    plot = loss_plot_callback(title, live_plot)
 
-    class Record(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            history.add(state.global_step, logs or {})
-
+    class NoLastCheckpoint(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step >= state.max_steps and folder is not None:
                 control.should_save = False  # the final model is saved below; no checkpoint of the last step
@@ -712,7 +607,7 @@ def fine_tune(base_model, tokenizer, train, validation=None, *, tasks: Sequence[
     train_set = data.to_dataset().select_columns(columns)
     val_set = val_data.to_dataset().select_columns(columns) if evaluating else None
     trainer = _make_trainer_class()(model=model, args=args, train_dataset=train_set, eval_dataset=val_set,
-                                    data_collator=PadCollator(tokenizer, family), callbacks=[Record()])
+                                    data_collator=PadCollator(tokenizer, family), callbacks=[plot, NoLastCheckpoint()])
     if not progress:
         trainer.remove_callback(PrinterCallback)  # the Trainer prints every log line when its bar is off
     started = time.perf_counter()
@@ -733,7 +628,7 @@ def fine_tune(base_model, tokenizer, train, validation=None, *, tasks: Sequence[
     full = _History(False, title)  # the whole run's log, also the part before a resume
     for logs in trainer.state.log_history:
         full.add(logs.get("step", 0), logs)
-    timing = history.frame()[["step", "seconds"]]
+    timing = plot.frame()[["step", "seconds"]]
     log = full.frame().drop(columns="seconds").merge(timing, on="step", how="left")
     if folder is not None:
         record = {**run, "seconds": seconds, "tokens_seen": trainer.tokens_seen, "n_dropped": data.n_dropped,
@@ -833,6 +728,5 @@ def parameter_change(base_model, tuned_model) -> "pd.DataFrame":
     return pd.DataFrame(rows)
 
 
-__all__ = ["IGNORE_INDEX", "TASKS", "FineTuneResult", "InstructionData", "PadCollator", "Task", "TrainConfig",
-           "answer_end_id", "answer_only_loss", "build_instruction_data", "encode_example", "fine_tune", "get_task", "label_mask",
-           "load_fine_tuned", "parameter_change", "task_prompt"]
+__all__ = ["FineTuneResult", "PadCollator", "TrainConfig", "answer_only_loss", "fine_tune", "load_fine_tuned",
+           "loss_plot_callback", "parameter_change"]

@@ -1,4 +1,5 @@
-"""Tests for labhelpers.train: instruction data, the answer-only loss, padding, and fine_tune runs.
+"""Tests for lab 05's instruction data (exported from its notebook) and labhelpers.train: the answer-only
+loss, padding, gradient accumulation, and fine_tune runs.
 
 Everything runs on the tiny profile (random tiny models, generated dialogues) on a CPU, with a few
 optimizer steps on a handful of rows, so each test takes a second or two.
@@ -14,9 +15,9 @@ import torch
 
 from labhelpers.models import model_family
 from labhelpers.prompts import Template, build_chat, build_prompt, model_input
-from labhelpers.train import (FINAL_DIR, IGNORE_INDEX, answer_end_id, RUN_FILE, TASKS, PadCollator, Task, TrainConfig,
-                              answer_only_loss, build_instruction_data, encode_example, finished_run, fine_tune, get_task,
-                              label_mask, load_fine_tuned, task_prompt)
+from labhelpers import (IGNORE_INDEX, TASKS, PadCollator, Task, TrainConfig, answer_end_id, answer_only_loss,
+                        build_instruction_data, encode_example, fine_tune, get_task, load_fine_tuned, task_prompt)
+from labhelpers.train import FINAL_DIR, RUN_FILE, finished_run
 
 from stirring import stirred
 
@@ -31,6 +32,11 @@ def train_rows(tiny_dialogues) -> list[dict]:
 @pytest.fixture(scope="module")
 def val_rows(tiny_dialogues) -> list[dict]:
     return [dict(r) for r in tiny_dialogues["validation"].select(range(4))]
+
+
+def label_mask(example) -> list[bool]:
+    """Which positions of an encoded example are learned (True) rather than masked with -100."""
+    return [label != IGNORE_INDEX for label in example["labels"]]
 
 
 def _weights(model) -> dict[str, torch.Tensor]:
@@ -380,17 +386,65 @@ def test_same_seed_repeats_exactly_and_another_seed_does_not(tiny_llama, train_r
     assert not _same_weights(a.model, c.model)
 
 
-def test_gradient_accumulation_does_not_scale_the_loss(tiny_llama, train_rows):
-    base, tok = tiny_llama
-    first = {}
-    for accumulation, batch in ((1, 4), (2, 2)):
-        config = TrainConfig(steps=1, batch_size=batch, grad_accumulation=accumulation, learning_rate=1e-3,
-                             group_by_length=False)
-        first[accumulation] = fine_tune(base, tok, train_rows, tasks="topic", config=config,
-                                        progress=False, live_plot=False).first_loss
-    # the same four examples before any update: the same loss up to how tokens are weighted
-    assert abs(first[2] - first[1]) < 0.5
+def _uneven_micro_batches(model, tok, row):
+    """One row's topic (a few answer tokens) and summary (dozens) as two micro-batches, with every answer
+    token's cross-entropy computed by hand from the full logits."""
+    collate = PadCollator(tok, "causal")
+    parts = [collate(build_instruction_data([row], tok, model, task).examples) for task in ("topic", "summary")]
+    per_token = []
+    with torch.no_grad():
+        for part in parts:
+            logits = model(input_ids=part["input_ids"], attention_mask=part["attention_mask"]).logits[:, :-1]
+            labels = part["labels"][:, 1:]
+            keep = labels != IGNORE_INDEX
+            per_token.append(torch.nn.functional.cross_entropy(logits[keep].float(), labels[keep], reduction="none"))
+    return parts, per_token
 
+
+def test_accumulated_micro_batches_weigh_every_answer_token_equally(tiny_llama, train_rows):
+    model, tok = tiny_llama
+    model = stirred(model)
+    parts, per_token = _uneven_micro_batches(model, tok, train_rows[0])
+    counts = [len(t) for t in per_token]
+    assert counts[1] > 4 * counts[0]  # really uneven
+    token_mean = torch.cat(per_token).mean().item()
+    mean_of_means = (per_token[0].mean().item() + per_token[1].mean().item()) / 2
+    assert abs(token_mean - mean_of_means) > 0.02  # so the weighting is observable
+    # each micro-batch's sum over the step's answer tokens: the parts add up to the mean over every token
+    n = sum(counts)
+    scaled = [answer_only_loss(model, part, num_items_in_batch=n) for part in parts]
+    for loss, tokens in zip(scaled, per_token):
+        assert abs(loss.item() - tokens.sum().item() / n) < 1e-5
+    assert abs(sum(scaled).item() - token_mean) < 1e-5
+    # without the count, each micro-batch's own mean (what a lone batch reports)
+    assert abs(answer_only_loss(model, parts[0]).item() - per_token[0].mean().item()) < 1e-5
+    # and the accumulated gradient is the gradient of the whole batch's loss
+    whole = PadCollator(tok, "causal")(build_instruction_data([train_rows[0]], tok, model, ["topic", "summary"]).examples)
+    grads = []
+    for losses_of in (lambda m: [answer_only_loss(m, part, num_items_in_batch=n) for part in parts],
+                      lambda m: [answer_only_loss(m, whole)]):
+        m = copy.deepcopy(model)
+        for loss in losses_of(m):
+            loss.backward()
+        grads.append({name: p.grad for name, p in m.named_parameters()})
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-4), name
+
+
+def test_gradient_accumulation_in_fine_tune_weighs_every_answer_token_equally(tiny_llama, train_rows):
+    base, tok = tiny_llama
+    model = stirred(base)
+    _, per_token = _uneven_micro_batches(model, tok, train_rows[0])
+    token_mean = torch.cat(per_token).mean().item()
+    mean_of_means = (per_token[0].mean().item() + per_token[1].mean().item()) / 2
+    first = {}
+    for accumulation, batch in ((1, 2), (2, 1)):  # the same two examples in one step, in one batch or two
+        config = TrainConfig(steps=1, batch_size=batch, grad_accumulation=accumulation, learning_rate=1e-3)
+        first[accumulation] = fine_tune(model, tok, [train_rows[0]], tasks=["topic", "summary"], config=config,
+                                        progress=False, live_plot=False).first_loss
+    # the loss of the step is the mean over its answer tokens (up to bf16 autocast), not a mean of means
+    assert abs(first[2] - first[1]) < 1e-4, first
+    assert abs(first[2] - token_mean) < 0.005 < abs(first[2] - mean_of_means), (first, token_mean, mean_of_means)
 
 
 @pytest.mark.parametrize("with_adapter", [False, True], ids=["full", "lora"])
