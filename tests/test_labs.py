@@ -259,3 +259,10 @@ def test_run_prints_a_progress_line_per_lab_with_the_time_left(tmp_path, monkeyp
     assert summary["wall_s"] == 190.0 and summary["failed"] == 0
     md = (run_dir / "summary.md").read_text()
     assert "3 notebook(s) in 190 s, 0 failed" in md and md.count("- rouge_l: 0.25") == 3
+
+
+def test_default_notebooks_and_runs_folder_are_the_repositorys():
+    """`labs run` with no notebook runs notebooks/NN_*.ipynb of the repository and writes under its runs/."""
+    assert labs.ROOT == ROOT and labs.NOTEBOOKS == ROOT / "notebooks"
+    assert [p.name for p in labs.lab_notebooks()] == sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert len(labs.lab_notebooks()) >= 10

@@ -25,7 +25,7 @@ from nbformat.reader import NotJSONError
 from ..profiles import get_profile, profile_name
 from ..results import NOTEBOOK_ENV, RESULTS_FILE_ENV, read_results
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository: labhelpers/tools/labs.py -> ../..
 NOTEBOOKS = ROOT / "notebooks"
 LAB_PATTERN = "[0-9][0-9]_*.ipynb"
 
