@@ -14,18 +14,10 @@ in by the first backward pass, are read on first use and would otherwise count a
 whatever touched them first. Freed memory is not always returned to the operating system, so compare
 CPU peaks measured in fresh processes (see benchmarks/).
 
-Predicting memory before you train: `training_memory` adds up what a training step holds,
-
-    print(training_memory(n_params=7e9, dtype="bf16", mixed_precision=True, optimizer="adamw"))
-    # "104.31 GiB to train 7 B parameters (...): weights 13.04, gradients 13.04, fp32 master weights 26.08, ..."
-
-weights, gradients, an fp32 master copy (mixed precision), optimizer states (SGD, Adam, 8-bit Adam),
-for full fine-tuning or LoRA, and the activations of a decoder-only transformer for a batch
-(Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer Models", eq. 1),
-optionally with gradient checkpointing. `total_bytes` adds every component up (an upper bound);
-`step_peak_bytes` follows a step in time (backward frees activations as it makes gradients), which is
-what a measured peak shows. It leaves out what no formula knows: the CUDA context (~0.3-0.5 GiB),
-allocator fragmentation, and temporary buffers of particular kernels.
+The calculators that predict this memory (bytes per number, `training_memory`, activations, LoRA's
+parameter count) are written in notebooks/02_memory_precision_quantization.ipynb and exported to
+`labhelpers.lessons.memory_precision_quantization`; `from labhelpers import training_memory` finds them.
+This module keeps what they read from a model (`architecture`) and check arguments with (`as_count`).
 
 Measuring the same thing: `measure_training_step` runs real AdamW steps in a fresh process and reports
 the peak, and, counted tensor by tensor, the gradients, optimizer states and the activations autograd
@@ -38,7 +30,6 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Mapping
 
 GIB = 1024**3
 
@@ -350,150 +341,11 @@ def measure_training_step(model_name: str | None = None, profile=None, *, batch_
 
 
 # ---------------------------------------------------------------------------------------------
-# Predicted memory of a training step
+# What the calculators read from a model, and how they check their arguments
 # ---------------------------------------------------------------------------------------------
 
-# Bytes one number takes in each storage format (4-bit: two numbers per byte; the small per-block
-# scales that int8 and 4-bit formats add are left out).
-DTYPE_BYTES: Mapping[str, float] = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "4bit": 0.5}
-_DTYPE_ALIASES = {"float32": "fp32", "float": "fp32", "32": "fp32", "float16": "fp16", "half": "fp16",
-                  "16": "fp16", "bfloat16": "bf16", "8bit": "int8", "int4": "4bit", "nf4": "4bit", "fp4": "4bit"}
-QUANTISED = frozenset({"int8", "4bit"})
-
-# Optimizer state per trained parameter: (full-precision tensors kept, fixed bytes).
-# SGD keeps nothing, SGD with momentum one velocity, Adam/AdamW two moments (m and v);
-# bitsandbytes' 8-bit Adam keeps both moments in one byte each (plus block scales, under 2%).
-OPTIMIZER_STATES: Mapping[str, tuple[int, float]] = {
-    "sgd": (0, 0.0), "sgd_momentum": (1, 0.0), "adam": (2, 0.0), "adamw": (2, 0.0),
-    "adam_8bit": (0, 2.0), "adamw_8bit": (0, 2.0),
-}
-_OPTIMIZER_ALIASES = {"sgdmomentum": "sgd_momentum", "momentum": "sgd_momentum", "adam8bit": "adam_8bit",
-                      "adamw8bit": "adamw_8bit", "adamwbnb8bit": "adamw_8bit", "bnbadamw8bit": "adamw_8bit"}
-
-# Llama-2-7B (Touvron et al. 2023, and its config.json): the shape the lecture's claim is about.
-LLAMA_2_7B: Mapping[str, float] = {"n_params": 6_738_415_616, "n_layers": 32, "hidden_size": 4096, "n_heads": 32,
-                                   "intermediate_size": 11008, "vocab_size": 32000, "gated_mlp": True}
-
-
-def dtype_name(dtype) -> str:
-    """A storage format's canonical name ("fp32", "fp16", "bf16", "int8", "4bit") from a string or torch dtype."""
-    key = str(dtype).replace("torch.", "").strip().lower().replace("-", "").replace("_", "")
-    key = _DTYPE_ALIASES.get(key, key)
-    if key not in DTYPE_BYTES:
-        raise ValueError(f"dtype={dtype!r} is unknown; use one of {sorted(DTYPE_BYTES)} (or a torch dtype)")
-    return key
-
-
-def bytes_per_number(dtype) -> float:
-    """Bytes one weight takes in `dtype` (4 for fp32, 2 for fp16/bf16, 1 for int8, 0.5 for 4-bit)."""
-    return DTYPE_BYTES[dtype_name(dtype)]
-
-
-def optimizer_name(optimizer: str) -> str:
-    """An optimizer's canonical name (see OPTIMIZER_STATES), e.g. "AdamW" -> "adamw", "adamw8bit" -> "adamw_8bit"."""
-    if not isinstance(optimizer, str):
-        raise ValueError(f"optimizer={optimizer!r} must be a name such as 'adamw'; known: {sorted(OPTIMIZER_STATES)}")
-    key = optimizer.strip().lower().replace("-", "_").replace(" ", "_")
-    key = _OPTIMIZER_ALIASES.get(key.replace("_", ""), key)
-    if key not in OPTIMIZER_STATES:
-        raise ValueError(f"optimizer={optimizer!r} is unknown; use one of {sorted(OPTIMIZER_STATES)}")
-    return key
-
-
-@dataclass(frozen=True)
-class TrainingMemory:
-    """What one training step holds, in bytes, component by component (see `training_memory`)."""
-
-    weights_bytes: float
-    gradient_bytes: float
-    master_weight_bytes: float
-    optimizer_state_bytes: float
-    activation_bytes: float
-    n_params: int  # parameters of the model itself (LoRA adapters not included)
-    trainable_params: int  # parameters the optimizer updates
-    dtype: str
-    optimizer: str
-    mixed_precision: bool
-    finetuning: str  # "full" or "lora"
-    batch_size: int = 0
-    seq_len: int | None = None  # None: activations not counted
-    gradient_checkpointing: bool = False
-    loss_gradient_bytes: float = 0.0  # fp32 gradients of the logits at the start of backward (not in total_bytes)
-
-    @property
-    def model_state_bytes(self) -> float:
-        """Everything but activations: what the step holds whatever the batch."""
-        return self.weights_bytes + self.gradient_bytes + self.master_weight_bytes + self.optimizer_state_bytes
-
-    @property
-    def total_bytes(self) -> float:
-        """Model states plus activations."""
-        return self.model_state_bytes + self.activation_bytes
-
-    @property
-    def step_peak_bytes(self) -> float:
-        """The highest point of a step whose optimizer states exist: what is held when it is reached.
-
-        Weights, master weights and optimizer states always; on top, the larger of the two phases,
-        since backward frees each layer's activations as it makes that layer's gradients: the start of
-        backward (all activations plus the loss's gradients) or the optimizer step (all gradients).
-        `total_bytes` adds everything up instead: an upper bound.
-        """
-        return (self.weights_bytes + self.master_weight_bytes + self.optimizer_state_bytes
-                + max(self.activation_bytes + self.loss_gradient_bytes, self.gradient_bytes))
-
-    @property
-    def step_increase_bytes(self) -> float:
-        """`step_peak_bytes` minus the weights: what training adds to a loaded model (as measured in a process)."""
-        return self.step_peak_bytes - self.weights_bytes
-
-    @property
-    def bytes_per_param(self) -> float:
-        """Total bytes per parameter of the model."""
-        return self.total_bytes / self.n_params
-
-    @property
-    def extra_bytes_per_param(self) -> float:
-        """Bytes per parameter beyond the weights themselves (the lecture's "+12 to +20 bytes per parameter")."""
-        return (self.total_bytes - self.weights_bytes) / self.n_params
-
-    def times_weights(self, dtype="fp16") -> float:
-        """The total as a multiple of the model's weights stored in `dtype` (default fp16, as models ship)."""
-        return self.total_bytes / (self.n_params * bytes_per_number(dtype))
-
-    def rows(self) -> list[dict]:
-        """One dict per component: bytes, GiB, bytes per model parameter and share of the total."""
-        parts = [("weights", self.weights_bytes), ("gradients", self.gradient_bytes),
-                 ("fp32 master weights", self.master_weight_bytes),
-                 (f"optimizer states ({self.optimizer})", self.optimizer_state_bytes),
-                 ("activations" + (" (checkpointed)" if self.gradient_checkpointing else ""), self.activation_bytes),
-                 ("total", self.total_bytes)]
-        total = self.total_bytes or 1.0
-        return [{"component": name, "bytes": int(round(b)), "GiB": b / GIB, "bytes per parameter": b / self.n_params,
-                 "share": b / total} for name, b in parts]
-
-    def table(self):
-        """The components as a pandas DataFrame indexed by component (for display in a notebook)."""
-        import pandas as pd
-
-        return pd.DataFrame(self.rows()).set_index("component")
-
-    def describe(self) -> str:
-        """The setting in a few words, e.g. "full fine-tuning, bf16 mixed precision, adamw"."""
-        precision = f"{self.dtype} mixed precision" if self.mixed_precision else self.dtype
-        batch = (f", batch {self.batch_size} x {self.seq_len} tokens" if self.seq_len else ", activations not counted")
-        return (f"{'full fine-tuning' if self.finetuning == 'full' else 'LoRA'}, {precision}, {self.optimizer}{batch}"
-                + (", gradient checkpointing" if self.gradient_checkpointing else ""))
-
-    def __str__(self) -> str:
-        parts = ", ".join(f"{r['component']} {r['GiB']:.2f}" for r in self.rows()[:-1] if r["bytes"] > 0)
-        return (f"{self.total_bytes / GIB:.2f} GiB to train {self.n_params / 1e9:.3g} B parameters "
-                f"({self.trainable_params:,} trainable; {self.describe()}): {parts} GiB; "
-                f"{self.bytes_per_param:.1f} bytes/parameter, {self.times_weights('fp16'):.1f}x the fp16 weights")
-
-
-def _count(value, argument: str, *, allow_zero: bool = False) -> int:
-    """A non-negative whole count (floats like 7e9 accepted), else a one-line ValueError naming the argument."""
+def as_count(value, argument: str, *, allow_zero: bool = False) -> int:
+    """A whole count (floats like 7e9 accepted, zero only with `allow_zero`), else a one-line ValueError naming `argument`."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{argument}={value!r} must be a number")
     if value < 0 or (value == 0 and not allow_zero):
@@ -531,208 +383,15 @@ def architecture(model) -> dict:
     return {k: v for k, v in shape.items() if v is not None}
 
 
-def lora_trainable_params(model, config) -> int:
-    """Parameters a peft LoraConfig would add to `model`: r * (inputs + outputs) per adapted layer, plus modules_to_save."""
-    import re
-
-    from peft.tuners.tuners_utils import check_target_module_exists
-
-    if not hasattr(model, "named_modules"):
-        raise ValueError(f"model must be a torch model to count LoRA parameters from a config, "
-                         f"not {type(model).__name__}; or pass lora=<number of adapter parameters>")
-    if not (hasattr(config, "r") and hasattr(config, "target_modules")):
-        raise TypeError(f"config must be a peft LoraConfig (see labhelpers.adapters.lora_config), "
-                        f"not {type(config).__name__}")
-    rank_pattern = getattr(config, "rank_pattern", None) or {}
-    total = 0
-    for name, module in model.named_modules():
-        if not name or not check_target_module_exists(config, name):
-            continue
-        weight = getattr(module, "weight", None)
-        if weight is None or weight.dim() < 2:
-            continue
-        rank = next((r for pattern, r in rank_pattern.items() if re.search(pattern, name)), config.r)
-        total += rank * (weight.shape[0] + weight.shape[1])  # A: r x in, B: out x r (Linear, Conv1D, Embedding)
-    for keep in getattr(config, "modules_to_save", None) or []:
-        for name, module in model.named_modules():
-            if name == keep or name.endswith("." + keep):
-                total += sum(p.numel() for p in module.parameters())
-    return total
+__all__ = ["GIB", "PeakMemory", "architecture", "as_count", "measure_training_step", "peak_memory",
+           "release_freed_memory", "saved_for_backward"]
 
 
-def activation_bytes_per_layer(batch_size: int, seq_len: int, hidden_size: int, n_heads: int, *,
-                               intermediate_size: int | None = None, n_kv_heads: int | None = None,
-                               head_dim: int | None = None, gated_mlp: bool = False, dropout: bool = False,
-                               flash_attention: bool = False, bytes_per_activation: float = 2) -> float:
-    """Bytes one transformer layer keeps for the backward pass (Korthikanti et al. 2022, eq. 1, generalised).
+def __getattr__(name: str):
+    """The calculators lab 02 writes and exports stay reachable as `labhelpers.memory.<name>` (prefer `from labhelpers import <name>`)."""
+    if not name.startswith("_"):
+        from .lessons import memory_precision_quantization as lesson
 
-    With the paper's assumptions (16-bit, dropout, 4h MLP, plain attention) this is exactly
-    s*b*h*(34 + 5*a*s/h). Per token it stores: the inputs of both norms, the attention input, Q, K, V
-    and the attention output (8h numbers with the 2 MLP tensors below), the a*s softmax scores
-    (none with flash attention, which recomputes them), the MLP's hidden tensors (2 of size i, or 4 for a
-    gated SwiGLU MLP), and with dropout a second copy of the scores and 1-byte masks.
-    """
-    h, a = _count(hidden_size, "hidden_size"), _count(n_heads, "n_heads")
-    s, b = _count(seq_len, "seq_len"), _count(batch_size, "batch_size")
-    i = 4 * h if intermediate_size is None else _count(intermediate_size, "intermediate_size")
-    d = h // a if head_dim is None else _count(head_dim, "head_dim")
-    kv = a if n_kv_heads is None else _count(n_kv_heads, "n_kv_heads")
-    if isinstance(bytes_per_activation, bool) or not isinstance(bytes_per_activation, (int, float)) \
-            or not 0 < bytes_per_activation <= 8:
-        raise ValueError(f"bytes_per_activation={bytes_per_activation!r} must be a number of bytes such as 2 or 4")
-    numbers = 4 * h + 2 * a * d + 2 * kv * d + (4 if gated_mlp else 2) * i  # norm/attention/MLP tensors per token
-    scores = 0 if flash_attention else a * s * (2 if dropout else 1)  # softmax output (+ dropout output)
-    mask_bytes = (0 if flash_attention else a * s) + 2 * h if dropout else 0
-    return s * b * ((numbers + scores) * bytes_per_activation + mask_bytes)
-
-
-def training_memory(model=None, *, n_params: float | None = None, dtype="fp32", optimizer: str = "adamw",
-                    mixed_precision: bool = False, lora=None, trainable_dtype=None,
-                    batch_size: int = 1, seq_len: int | None = None, gradient_checkpointing: bool = False,
-                    flash_attention: bool | None = None, activation_dtype=None, n_layers: int | None = None,
-                    hidden_size: int | None = None, n_heads: int | None = None, n_kv_heads: int | None = None,
-                    head_dim: int | None = None, intermediate_size: int | None = None, vocab_size: int | None = None,
-                    gated_mlp: bool | None = None, dropout: bool | None = None) -> TrainingMemory:
-    """Predict the memory of one training step: weights, gradients, master weights, optimizer states, activations.
-
-    `model`: a transformers model (its config gives the shape, its parameters the count; a PeftModel
-    counts as LoRA with its trainable parameters), or None with `n_params` and, for activations, the
-    shape numbers (e.g. `**LLAMA_2_7B`). `dtype`: how the weights are stored (fp32, fp16, bf16, int8, 4bit).
-    `mixed_precision`: train 16-bit weights with an fp32 master copy, and fp32 optimizer states.
-    `lora`: a peft LoraConfig (needs `model`) or the adapter's parameter count; the base stays frozen and
-    the adapter is kept in `trainable_dtype` (default fp32, as PEFT upcasts adapters). Activations are
-    counted when `seq_len` is given, in `activation_dtype` (default: fp32 for fp32 training, else 16-bit).
-    `flash_attention`: whether attention recomputes its a*s*s scores instead of keeping them; default:
-    read from the model (PyTorch's SDPA and flash-attention kernels do, "eager" attention does not; measured
-    on SmolLM2 with SDPA on a CPU, no score tensor is saved), False without a model.
-    """
-    dtype = dtype_name(dtype)
-    optimizer = optimizer_name(optimizer)
-    shape = {}
-    base_params, adapter_params = None, None
-    if model is not None:
-        if not (hasattr(model, "parameters") or hasattr(model, "hidden_size") or hasattr(model, "n_embd")):
-            raise ValueError(f"model={type(model).__name__} is neither a torch model nor a transformers config; "
-                             f"pass a model or n_params=...")
-        shape = architecture(model)
-        if flash_attention is None:
-            config = getattr(model, "config", model)
-            kernel = str(getattr(config, "_attn_implementation", None) or "eager")
-            flash_attention = kernel != "eager"  # sdpa, flash_attention_2/3, flex_attention: scores not kept
-        if hasattr(model, "parameters"):
-            params = list(model.parameters())  # parameters() lists tied weights once
-            if hasattr(model, "peft_config"):  # a PeftModel: the adapter is what trains
-                adapter_params = sum(p.numel() for p in params if p.requires_grad)
-                base_params = sum(p.numel() for p in params) - adapter_params
-            else:
-                base_params = sum(p.numel() for p in params)
-    if n_params is not None:
-        base_params = _count(n_params, "n_params")
-    if base_params is None:
-        raise ValueError("n_params is missing: pass a model, or n_params=<number of parameters> (e.g. 7e9)")
-    if base_params <= 0:
-        raise ValueError(f"n_params={base_params!r} must be positive")
-    explicit = {"n_layers": n_layers, "hidden_size": hidden_size, "n_heads": n_heads, "n_kv_heads": n_kv_heads,
-                "head_dim": head_dim, "intermediate_size": intermediate_size, "vocab_size": vocab_size}
-    for name, value in explicit.items():
-        if value is not None:
-            shape[name] = _count(value, name)
-    for name, value in (("gated_mlp", gated_mlp), ("dropout", dropout)):
-        if value is not None:
-            shape[name] = bool(value)
-
-    if lora is not None:
-        if isinstance(lora, bool) or not isinstance(lora, (int, float)):
-            if model is None or not hasattr(model, "named_modules"):
-                raise ValueError("lora=<LoraConfig> needs model=<the model it adapts>; or pass lora=<adapter parameters>")
-            if not hasattr(lora, "r"):
-                raise ValueError(f"lora={type(lora).__name__} must be a peft LoraConfig or a number of parameters")
-            adapter_params = lora_trainable_params(model, lora)
-        else:
-            adapter_params = _count(lora, "lora", allow_zero=True)
-    finetuning = "full" if adapter_params is None else "lora"
-    if finetuning == "full" and dtype in QUANTISED:
-        raise ValueError(f"dtype={dtype!r} weights are frozen quantised numbers that an optimizer cannot update; "
-                         f"train a LoRA adapter on them (lora=...), as QLoRA does, or use fp32/bf16/fp16")
-    if mixed_precision and finetuning == "full" and dtype not in {"fp16", "bf16"}:
-        raise ValueError(f"mixed_precision=True trains 16-bit weights with an fp32 master copy; "
-                         f"dtype={dtype!r} must then be 'bf16' or 'fp16'")
-    if trainable_dtype is None:
-        trainable_dtype = dtype if finetuning == "full" else "fp32"
-    trainable_dtype = dtype_name(trainable_dtype)
-    if trainable_dtype in QUANTISED:
-        raise ValueError(f"trainable_dtype={trainable_dtype!r} cannot be trained; use fp32, bf16 or fp16")
-
-    trainable = base_params if finetuning == "full" else adapter_params
-    frozen = 0 if finetuning == "full" else base_params
-    trained_bytes = DTYPE_BYTES[trainable_dtype]
-    weights = frozen * DTYPE_BYTES[dtype] + trainable * trained_bytes
-    gradients = trainable * trained_bytes
-    master = trainable * 4.0 if mixed_precision and trained_bytes < 4 else 0.0
-    n_states, fixed_bytes = OPTIMIZER_STATES[optimizer]
-    state_bytes = 4.0 if (mixed_precision or trained_bytes == 4) else trained_bytes  # torch keeps states in param dtype
-    states = trainable * (n_states * state_bytes + fixed_bytes)
-
-    batch_size = _count(batch_size, "batch_size")
-    activations = loss_gradients = 0.0
-    flash_attention = bool(flash_attention)
-    if seq_len is not None:
-        seq_len = _count(seq_len, "seq_len")
-        missing = [k for k in ("n_layers", "hidden_size", "n_heads", "vocab_size") if k not in shape]
-        if missing:
-            raise ValueError(f"{missing[0]} is missing: activations need the model's shape; pass a model or "
-                             f"{', '.join(f'{k}=...' for k in missing)} (or leave seq_len=None)")
-        if activation_dtype is None:
-            activation_dtype = "fp32" if dtype == "fp32" and not mixed_precision else (
-                dtype if dtype in {"fp16", "bf16"} else "bf16")
-        e = DTYPE_BYTES[dtype_name(activation_dtype)]
-        if dtype_name(activation_dtype) in QUANTISED:
-            raise ValueError(f"activation_dtype={activation_dtype!r} must be fp32, bf16 or fp16")
-        layer = activation_bytes_per_layer(
-            batch_size, seq_len, shape["hidden_size"], shape["n_heads"],
-            intermediate_size=shape.get("intermediate_size"), n_kv_heads=shape.get("n_kv_heads"),
-            head_dim=shape.get("head_dim"), gated_mlp=shape.get("gated_mlp", False),
-            dropout=shape.get("dropout", False), flash_attention=flash_attention, bytes_per_activation=e)
-        tokens = batch_size * seq_len
-        # logits [b, s, vocab] in the activation dtype, their fp32 copy for the loss (when 16-bit),
-        # and the fp32 log-probabilities cross-entropy keeps for the backward pass
-        logits = tokens * shape["vocab_size"] * (e + 4 + (4 if e < 4 else 0))
-        final_norm = 2 * tokens * shape["hidden_size"] * e  # final norm input and the output layer's input
-        if gradient_checkpointing:  # keep each layer's input; one layer's activations exist again in its backward
-            layers = shape["n_layers"] * tokens * shape["hidden_size"] * e + layer
-        else:
-            layers = shape["n_layers"] * layer
-        activations = layers + logits + final_norm
-        # the backward pass starts at the loss: gradients of the log-probabilities and of the logits (fp32,
-        # [b, s, vocab] each) exist while every activation is still held (measured: 2 logits-sized tensors)
-        loss_gradients = 2 * tokens * shape["vocab_size"] * 4
-    return TrainingMemory(weights_bytes=float(weights), gradient_bytes=float(gradients), master_weight_bytes=master,
-                          optimizer_state_bytes=float(states), activation_bytes=float(activations),
-                          loss_gradient_bytes=float(loss_gradients),
-                          n_params=base_params, trainable_params=int(trainable), dtype=dtype, optimizer=optimizer,
-                          mixed_precision=bool(mixed_precision), finetuning=finetuning, batch_size=batch_size,
-                          seq_len=seq_len, gradient_checkpointing=bool(gradient_checkpointing))
-
-
-def training_memory_table(scenarios: Mapping[str, Mapping], **common):
-    """One row per named scenario (keyword arguments of `training_memory`, on top of `common`): GiB per component."""
-    import pandas as pd
-
-    if not isinstance(scenarios, Mapping) or not scenarios:
-        raise ValueError("scenarios must be a non-empty dict of name -> training_memory keyword arguments")
-    rows = {}
-    for name, kwargs in scenarios.items():
-        if not isinstance(kwargs, Mapping):
-            raise TypeError(f"scenarios[{name!r}] must be a dict of training_memory keyword arguments, "
-                            f"not {type(kwargs).__name__}")
-        mem = training_memory(**{**common, **kwargs})
-        rows[name] = {r["component"].split(" (")[0]: r["GiB"] for r in mem.rows()}
-        rows[name]["bytes per parameter"] = mem.bytes_per_param
-        rows[name]["x fp16 weights"] = mem.times_weights("fp16")
-    return pd.DataFrame(rows).T
-
-
-__all__ = ["DTYPE_BYTES", "GIB", "LLAMA_2_7B", "OPTIMIZER_STATES", "PeakMemory", "TrainingMemory",
-           "activation_bytes_per_layer", "architecture", "bytes_per_number", "dtype_name", "lora_trainable_params",
-           "measure_training_step", "optimizer_name", "peak_memory", "release_freed_memory", "saved_for_backward",
-           "training_memory", "training_memory_table"]
+        if name in lesson.__all__:
+            return getattr(lesson, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""Tests for labhelpers.scaling: 6ND, petaflop/s-days, Kaplan and Chinchilla laws, compute-optimal sizes, fits."""
+"""Tests for lab 03's calculators (6ND, petaflop/s-days, Kaplan and Chinchilla laws, compute-optimal sizes),
+exported from the notebook, and for labhelpers.scaling's power-law fit."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from labhelpers.scaling import (BESIROGLU_2024, HOFFMANN_2022, KNOWN_MODELS, PF_DAY_FLOPS, chinchilla_loss,
-                                compute_optimal, compute_optimal_by_rule, fit_power_law, flops_to_pf_days,
-                                kaplan_loss_d, kaplan_loss_n, known_models_table, pf_days_to_flops, training_flops)
+from labhelpers import (BESIROGLU_2024, HOFFMANN_2022, KNOWN_MODELS, PF_DAY_FLOPS, chinchilla_loss, compute_optimal,
+                        compute_optimal_by_rule, fit_power_law, flops_to_pf_days, kaplan_loss_d, kaplan_loss_n,
+                        known_models_table, pf_days_to_flops, training_flops)
 
 
 def test_chinchilla_training_compute_is_5_9e23_flops():
@@ -33,10 +34,31 @@ def test_chinchilla_loss_uses_the_published_constants():
 
 
 def test_kaplan_power_laws():
-    assert kaplan_loss_n(8.8e13) == pytest.approx(1.0)
+    # (N_c / N)^alpha_N and (D_c / D)^alpha_D worked out by hand: log10(8.8e13 / 1e9) = 4.9445, times 0.076
+    # is 0.37578, and 10^0.37578 = 2.3756; a changed constant or exponent moves these.
+    assert kaplan_loss_n(1e9) == pytest.approx(2.3756403, rel=1e-7)
+    assert kaplan_loss_n(1e12) == pytest.approx(1.4053377, rel=1e-7)
+    assert kaplan_loss_d(1e10) == pytest.approx(2.2624418, rel=1e-7)
+    assert kaplan_loss_d(1e12) == pytest.approx(1.4607551, rel=1e-7)
     assert kaplan_loss_n(8.8e13 / 2 ** (1 / 0.076)) == pytest.approx(2.0)
-    assert kaplan_loss_d(5.4e13) == pytest.approx(1.0)
-    assert kaplan_loss_d(1e10) > kaplan_loss_d(1e11)
+    assert kaplan_loss_n(np.array([1e9, 1e12])) == pytest.approx([2.3756403, 1.4053377], rel=1e-7)
+
+
+def test_the_refit_uses_besiroglus_constants():
+    # E + A / N^alpha + B / D^beta with E = 1.8172, A = 482.01, B = 2085.43, alpha = 0.3478, beta = 0.3658
+    assert chinchilla_loss(70e9, 1.4e12, BESIROGLU_2024) == pytest.approx(1.9738819, rel=1e-7)
+    assert chinchilla_loss(1e30, 1e30, BESIROGLU_2024) == pytest.approx(1.8172, abs=1e-6)  # E, the irreducible loss
+    assert chinchilla_loss(70e9, 1.4e12) == pytest.approx(1.9366455, rel=1e-7)  # the published constants
+
+
+def test_closed_form_optimum_against_values_worked_out_by_hand():
+    # G = (alpha A / (beta B))^(1/(alpha+beta)), N = G (C/6)^(beta/(alpha+beta)), D = C / 6N
+    assert compute_optimal(1e23, BESIROGLU_2024).n_params == pytest.approx(2.944613e10, rel=1e-6)
+    assert compute_optimal(1e23).n_params == pytest.approx(1.459831e10, rel=1e-6)
+    assert compute_optimal(1e23).n_tokens == pytest.approx(1.141685e12, rel=1e-6)
+    rule = compute_optimal_by_rule(1.2e23, tokens_per_param=5)  # N = sqrt(1.2e23 / 30) = 6.3246e10
+    assert (rule.n_params, rule.n_tokens) == (pytest.approx(6.3245553e10), pytest.approx(3.1622777e11))
+    assert rule.loss == pytest.approx(chinchilla_loss(6.3245553e10, 3.1622777e11), rel=1e-7)
 
 
 def test_closed_form_optimum_minimises_the_loss_on_its_isoflop_curve():
@@ -77,7 +99,12 @@ def test_known_models_table():
     assert table.loc["GPT-3", "tokens per parameter"] < 2
     assert table.loc["Chinchilla", "FLOPs (6ND)"] == pytest.approx(5.88e23)
     # Chinchilla's point: for GPT-3's compute, the 20-tokens rule asks for a much smaller model
-    assert table.loc["GPT-3", "20-tokens/param size for this compute"] < 175e9 / 3
+    assert table.loc["GPT-3", "20-tokens/param size for this compute"] == pytest.approx(5.1234754e10)  # sqrt(3.15e23 / 120)
+    assert table.loc["GPT-3", "PF/s-days"] == pytest.approx(3645.8333, rel=1e-7)
+    # the Llama models: 65B and 70B near 20 tokens per parameter, the 7B siblings far above it
+    assert table.loc["LLaMA-65B", "tokens per parameter"] == pytest.approx(21.47, abs=0.01)
+    assert table.loc["Llama-2-70B", "tokens per parameter"] == pytest.approx(28.57, abs=0.01)
+    assert table.loc["Llama-2-7B", "tokens per parameter"] == pytest.approx(285.71, abs=0.01)
 
 
 def test_fit_recovers_a_power_law_from_noisy_points():
