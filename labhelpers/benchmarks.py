@@ -1,20 +1,14 @@
-"""A small multiple-choice benchmark harness in the style of MMLU, scored by log-likelihood.
+"""The plumbing of lab 08's multiple-choice benchmark: its questions, their prompts, and accuracy with an interval.
 
-A question has a few options, exactly one right. Instead of generating an answer and parsing it,
-we ask the model how likely each option is as the continuation of a prompt and pick the most
-likely: nothing to parse, and a random model scores at chance (1 / number of options).
-
-Two ways to ask, as benchmark suites do:
-- "options" (cloze): prompt "Question: ...\\nAnswer:", continuation " <option text>". Longer
-  options collect more negative log-probability, so by default the score is the mean
-  log-probability per token of the option (normalize="tokens"); normalize="none" keeps the sum.
-- "letters" (MMLU's original form): the options are listed as "A. ...", "B. ..." in the prompt
-  and the continuations are " A", " B", ...: one token each, so no length effect.
-
-With a chat model (a tokenizer with a chat template) the prompt goes through the template and the
-continuation is the start of the assistant's reply (no leading space). Each question takes one
-pass of its prompt, then one batched pass of its options (right-padded, on a copy of the prompt's
-key/value cache), so padding never shifts a real token's position.
+A question has a few options, exactly one right. Lab 08 writes the scorer itself (`continuation_logprobs`,
+`score_choices`, `evaluate_multiple_choice`, exported from the notebook): the model's log-likelihood of
+each option, and the most likely option is its answer. Here are what it stands on:
+- the items: `load_multiple_choice` reads data/multiple_choice.jsonl, `check_item` refuses a malformed one;
+- the two ways to ask, as benchmark suites do: `option_prompt` (cloze: the question, then each option's
+  text is scored) and `letter_prompt` (MMLU's original form: the options listed "A. ...", and the letters
+  " A", " B", ... scored, one token each);
+- `rescore` picks again from stored log-probabilities with the other normalisation (per token or summed);
+- `accuracy_interval` (Wilson score or bootstrap) and `accuracy_table` (per subject, against chance).
 """
 
 from __future__ import annotations
@@ -30,26 +24,21 @@ import numpy as np
 import pandas as pd
 
 from .metrics import Estimate, bootstrap_ci
-from .models import model_family
-from .prompts import model_input, uses_chat_template
 
 __all__ = [
     "LETTERS",
     "accuracy_interval",
     "accuracy_table",
     "check_item",
-    "continuation_logprobs",
+    "check_items",
     "default_path",
-    "evaluate_multiple_choice",
     "letter_prompt",
     "load_multiple_choice",
     "option_prompt",
     "rescore",
-    "score_choices",
 ]
 
 LETTERS = "ABCDEFGHIJ"
-METHODS = ("options", "letters")
 NORMALIZATIONS = ("tokens", "none")
 
 
@@ -90,7 +79,8 @@ def check_item(item: Mapping, where: str = "item") -> dict:
             "choices": [c.strip() for c in choices], "answer": int(answer)}
 
 
-def _check_items(items: Sequence[Mapping]) -> list[dict]:
+def check_items(items: Sequence[Mapping]) -> list[dict]:
+    """The items as plain dicts, each checked by `check_item`, after checking that ids are unique."""
     if isinstance(items, Mapping) or isinstance(items, str) or not isinstance(items, Sequence):
         raise TypeError("items must be a list of multiple-choice items (dicts), e.g. from load_multiple_choice()")
     if not items:
@@ -123,7 +113,7 @@ def load_multiple_choice(path: str | os.PathLike | None = None) -> list[dict]:
             items.append(check_item(raw, f"{path}:{number}"))
     if not items:
         raise ValueError(f"{path} holds no multiple-choice items")
-    return _check_items(items)
+    return check_items(items)
 
 
 # ---------------------------------------------------------------- prompts
@@ -149,103 +139,7 @@ def letter_prompt(question: str, choices: Sequence[str]) -> str:
     return f"Question: {question.strip()}\n" + "\n".join(lines) + "\nAnswer:"
 
 
-# ---------------------------------------------------------------- scoring
-
-def continuation_logprobs(model, tokenizer, context: str, continuations: Sequence[str],
-                          chat: bool | None = False) -> pd.DataFrame:
-    """Summed log-probability (nats) of each continuation after `context`: the context runs once.
-
-    Context and continuations are tokenized separately and their token ids joined, so every
-    continuation is scored on the same context tokens. Columns: continuation, logprob, n_tokens.
-    """
-    import torch
-
-    if isinstance(continuations, str) or not continuations:
-        raise ValueError("continuations must be a non-empty list of strings")
-    if not isinstance(context, str):
-        raise TypeError(f"context must be a string, not {type(context).__name__}")
-    family = model_family(model)
-    chat_on = family == "causal" and uses_chat_template(tokenizer, chat)
-    text = model_input(tokenizer, context, chat) if family == "causal" else context
-    context_ids = tokenizer(text, add_special_tokens=not chat_on)["input_ids"]
-    pieces = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
-    empty = [c for c, ids in zip(continuations, pieces) if not ids]
-    if empty:
-        raise ValueError(f"continuation {empty[0]!r} has no tokens; every option needs some text")
-    if family == "causal" and not context_ids:
-        raise ValueError("context has no tokens; a causal model needs at least one token to condition on")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    device = next(model.parameters()).device
-    longest = max(len(ids) for ids in pieces)
-    # The continuation tokens, right-padded; `mask` marks the real ones.
-    targets = torch.tensor([ids + [pad] * (longest - len(ids)) for ids in pieces], device=device)
-    mask = torch.tensor([[1] * len(ids) + [0] * (longest - len(ids)) for ids in pieces], device=device)
-    with torch.inference_mode():
-        if family == "causal":
-            logits = _causal_continuation_logits(model, context_ids, targets, mask)
-        else:  # the encoder reads the context, the decoder is teacher-forced on each option
-            encoded = torch.tensor([context_ids] * len(pieces), device=device)
-            labels = targets.masked_fill(mask == 0, -100)
-            logits = model(input_ids=encoded, attention_mask=torch.ones_like(encoded), labels=labels).logits
-        logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        sums = (logprobs * mask).sum(dim=1).cpu().numpy().astype(float)
-    return pd.DataFrame({"continuation": list(continuations), "logprob": sums,
-                         "n_tokens": [len(ids) for ids in pieces]})
-
-
-def _causal_continuation_logits(model, context_ids: list[int], targets, mask):
-    """Logits that predict each continuation token: (options, longest continuation, vocabulary).
-
-    The shared context runs once; its key/value cache is copied for every option, and the options
-    run together, right-padded (a real token never sees a pad: attention is causal).
-    """
-    import torch
-
-    device = targets.device
-    context = torch.tensor([context_ids], device=device)
-    out = model(input_ids=context, use_cache=True, logits_to_keep=1)  # the last position predicts token 0
-    first = out.logits[:, -1:].expand(targets.shape[0], 1, -1)
-    if targets.shape[1] == 1:  # one-token answers (letters): the context pass is all we need
-        return first
-    cache = out.past_key_values
-    cache.batch_repeat_interleave(targets.shape[0])
-    attention = torch.cat([torch.ones(targets.shape[0], len(context_ids), dtype=mask.dtype, device=device), mask], 1)
-    rest = model(input_ids=targets[:, :-1], attention_mask=attention[:, :-1], past_key_values=cache).logits
-    return torch.cat([first, rest], dim=1)
-
-
-def _check_choice(method: str, normalize: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f"method={method!r} must be one of {METHODS}")
-    if normalize not in NORMALIZATIONS:
-        raise ValueError(f"normalize={normalize!r} must be one of {NORMALIZATIONS}")
-
-
-def _prompt_and_continuations(question: str, choices: Sequence[str], method: str, lead: str):
-    if method == "letters":
-        return letter_prompt(question, choices), [lead + LETTERS[i] for i in range(len(choices))]
-    return option_prompt(question), [lead + choice for choice in choices]
-
-
-def score_choices(model, tokenizer, question: str, choices: Sequence[str], *, method: str = "options",
-                  normalize: str = "tokens", chat: bool | None = None) -> pd.DataFrame:
-    """Score every choice of one question: one row per choice, the highest `score` is the model's pick.
-
-    Columns: choice, logprob (summed, nats), n_tokens, logprob_per_token, score (the one `normalize` picks).
-    """
-    _check_choice(method, normalize)
-    item = check_item({"id": "question", "question": question, "choices": choices, "answer": 0}, "question")
-    causal = model_family(model) == "causal"
-    chat_on = causal and uses_chat_template(tokenizer, chat)
-    # Plain text continues "Answer:" after a space; a chat reply (or a T5 decoder) starts afresh.
-    lead = " " if causal and not chat_on else ""
-    prompt, continuations = _prompt_and_continuations(item["question"], item["choices"], method, lead)
-    scored = continuation_logprobs(model, tokenizer, prompt, continuations, chat=chat_on)
-    scored.insert(0, "choice", item["choices"])
-    scored["logprob_per_token"] = scored["logprob"] / scored["n_tokens"]
-    scored["score"] = scored["logprob_per_token"] if normalize == "tokens" else scored["logprob"]
-    return scored.drop(columns="continuation")
-
+# ---------------------------------------------------------------- picking again
 
 def _pick(logprobs: Sequence[float], n_tokens: Sequence[int], normalize: str) -> int:
     scores = np.asarray(logprobs, dtype=float)
@@ -254,31 +148,10 @@ def _pick(logprobs: Sequence[float], n_tokens: Sequence[int], normalize: str) ->
     return int(np.argmax(scores))  # ties go to the first option
 
 
-def evaluate_multiple_choice(model, tokenizer, items: Sequence[Mapping], *, method: str = "options",
-                             normalize: str = "tokens", chat: bool | None = None,
-                             progress: bool = False) -> pd.DataFrame:
-    """Score every item; one row each: id, subject, answer, predicted, correct, logprobs, n_tokens.
-
-    `logprobs` and `n_tokens` hold one value per option, so `rescore` can switch normalisation for free.
-    """
-    _check_choice(method, normalize)
-    items = _check_items(items)
-    from tqdm.auto import tqdm
-
-    rows = []
-    for item in tqdm(items, desc=f"scoring {method}", disable=not progress, unit="question"):
-        scored = score_choices(model, tokenizer, item["question"], item["choices"], method=method,
-                               normalize=normalize, chat=chat)
-        predicted = _pick(scored["logprob"], scored["n_tokens"], normalize)
-        rows.append({"id": item["id"], "subject": item["subject"], "answer": item["answer"],
-                     "predicted": predicted, "correct": predicted == item["answer"],
-                     "logprobs": scored["logprob"].tolist(), "n_tokens": scored["n_tokens"].tolist()})
-    return pd.DataFrame(rows, columns=["id", "subject", "answer", "predicted", "correct", "logprobs", "n_tokens"])
-
-
 def rescore(results: pd.DataFrame, normalize: str) -> pd.DataFrame:
     """The same results picked with another normalisation ("tokens" or "none"), without running the model."""
-    _check_choice("options", normalize)
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize={normalize!r} must be one of {NORMALIZATIONS}")
     if not isinstance(results, pd.DataFrame) or not {"logprobs", "n_tokens", "answer"} <= set(results.columns):
         raise TypeError("results must be a DataFrame from evaluate_multiple_choice")
     out = results.copy()

@@ -9,9 +9,10 @@ different sample of test dialogues.  This module therefore works per example:
 * ``paired_difference`` / ``comparison_table`` compare two systems on the
   *same* examples, which is far more sensitive than comparing two separate
   intervals,
-* ``metric_table`` and ``format_table`` produce tidy and readable pandas tables,
-* ``rouge_by_hand`` and ``bleu_by_hand`` (with ``ngram_overlap``, ``lcs_length`` ...)
-  redo the libraries' counting in the open, so a lab can show every step.
+* ``metric_table``, ``format_table`` and ``plot_intervals`` produce tidy and readable tables and plots.
+
+Lab 08 writes the counting itself (ROUGE-N, the LCS behind ROUGE-L, BLEU) and checks it against
+these libraries; the functions are exported from the notebook (``rouge_n``, ``rouge_l``, ``sentence_bleu``).
 
 Everything runs offline: ROUGE comes from ``rouge_score`` and BLEU from
 ``sacrebleu`` directly (no ``evaluate.load``, which needs the network), and
@@ -20,9 +21,7 @@ sentences are split with a small regex instead of nltk's punkt model.
 
 from __future__ import annotations
 
-import math
 import re
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -32,26 +31,17 @@ from sacrebleu.metrics import BLEU
 
 __all__ = [
     "Estimate",
-    "bleu_by_hand",
     "bleu_per_example",
-    "bleu_tokens",
     "bootstrap_ci",
     "bootstrap_corpus_bleu",
     "comparison_table",
     "corpus_bleu",
     "distinct_n",
     "format_table",
-    "lcs_length",
-    "lcs_table",
-    "longest_common_subsequence",
     "metric_table",
-    "ngram_counts",
-    "ngram_overlap",
     "paired_difference",
-    "precision_recall_f1",
-    "rouge_by_hand",
+    "plot_intervals",
     "rouge_per_example",
-    "rouge_tokens",
     "score_summaries",
 ]
 
@@ -529,185 +519,3 @@ def plot_intervals(tidy: pd.DataFrame, metric: str, ax=None, title: str | None =
     ax.tick_params(axis="x", rotation=20)
     ax.grid(axis="y", alpha=0.3)
     return ax
-
-
-# --------------------------------------------------------------------------
-# ROUGE and BLEU by hand: the counting the libraries do, in the open
-# --------------------------------------------------------------------------
-#
-# These functions reproduce rouge_score and sacrebleu step by step so a lab
-# can show every count; the labs check that they agree with the libraries.
-
-_NON_ALPHANUMERIC = re.compile(r"[^a-z0-9]+")
-
-# sacrebleu's "13a" tokenizer (mteval-v13a.pl): split off punctuation and
-# symbols; a period or comma stays attached only between two digits (3.5, 1,000).
-_BLEU_13A_RULES = (
-    (re.compile(r"([\{-\~\[-\` -\&\(-\+\:-\@\/])"), r" \1 "),
-    (re.compile(r"([^0-9])([\.,])"), r"\1 \2 "),
-    (re.compile(r"([\.,])([^0-9])"), r" \1 \2"),
-    (re.compile(r"([0-9])(-)"), r"\1 \2 "),
-)
-
-
-def rouge_tokens(text: str, use_stemmer: bool = True) -> list[str]:
-    """Tokens as rouge_score sees them: lowercased, split on anything not a-z or 0-9.
-
-    With ``use_stemmer`` (as ``rouge_per_example`` uses by default), words longer than
-    3 characters are reduced by the Porter stemmer (played -> play, children stays children).
-    """
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a string, got {type(text).__name__}")
-    tokens = [token for token in _NON_ALPHANUMERIC.split(text.lower()) if token]
-    if use_stemmer:
-        from nltk.stem import porter  # the stemmer rouge_score uses
-
-        stemmer = porter.PorterStemmer()
-        tokens = [stemmer.stem(token) if len(token) > 3 else token for token in tokens]
-    return tokens
-
-
-def bleu_tokens(text: str) -> list[str]:
-    """Tokens as sacrebleu's default "13a" tokenizer sees them: case kept, punctuation split off."""
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a string, got {type(text).__name__}")
-    line = text.rstrip().replace("<skipped>", "").replace("-\n", "").replace("\n", " ")
-    if "&" in line:
-        for entity, char in (("&quot;", '"'), ("&amp;", "&"), ("&lt;", "<"), ("&gt;", ">")):
-            line = line.replace(entity, char)
-    line = f" {line} "
-    for pattern, replacement in _BLEU_13A_RULES:
-        line = pattern.sub(replacement, line)
-    return line.split()
-
-
-def _check_tokens(tokens: Sequence[str], name: str) -> list[str]:
-    if isinstance(tokens, str):
-        raise TypeError(f"{name} must be a list of tokens, not a string; tokenize it first (e.g. rouge_tokens)")
-    tokens = list(tokens)
-    if not all(isinstance(token, str) for token in tokens):
-        raise TypeError(f"{name} must be a list of str tokens")
-    return tokens
-
-
-def _check_order(n: int) -> None:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"n must be a positive integer such as 2, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
-
-
-def ngram_counts(tokens: Sequence[str], n: int) -> Counter:
-    """How often each n-gram (a tuple of n tokens) occurs in ``tokens``."""
-    tokens = _check_tokens(tokens, "tokens")
-    _check_order(n)
-    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
-
-
-def ngram_overlap(prediction_tokens: Sequence[str], reference_tokens: Sequence[str], n: int) -> pd.DataFrame:
-    """One row per distinct n-gram: its count in the prediction, in the reference, and matched.
-
-    ``matched`` is the clipped count min(prediction, reference): a word said twice is
-    credited at most as often as the reference says it.  Rows keep the prediction's order.
-    """
-    prediction = ngram_counts(prediction_tokens, n)
-    reference = ngram_counts(reference_tokens, n)
-    grams = list(prediction) + [gram for gram in reference if gram not in prediction]
-    rows = [
-        {"ngram": " ".join(gram), "prediction": prediction[gram], "reference": reference[gram],
-         "matched": min(prediction[gram], reference[gram])}
-        for gram in grams
-    ]
-    return pd.DataFrame(rows, columns=["ngram", "prediction", "reference", "matched"])
-
-
-def lcs_table(a: Sequence[str], b: Sequence[str]) -> np.ndarray:
-    """Dynamic-programming table: cell [i, j] is the LCS length of a[:i] and b[:j]."""
-    a, b = _check_tokens(a, "a"), _check_tokens(b, "b")
-    table = np.zeros((len(a) + 1, len(b) + 1), dtype=int)
-    for i, token_a in enumerate(a, start=1):
-        for j, token_b in enumerate(b, start=1):
-            if token_a == token_b:
-                table[i, j] = table[i - 1, j - 1] + 1
-            else:
-                table[i, j] = max(table[i - 1, j], table[i, j - 1])
-    return table
-
-
-def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
-    """Length of the longest common subsequence: tokens in the same order, gaps allowed."""
-    return int(lcs_table(a, b)[-1, -1])
-
-
-def longest_common_subsequence(a: Sequence[str], b: Sequence[str]) -> list[str]:
-    """One longest common subsequence of two token lists, read back from ``lcs_table``."""
-    a, b = _check_tokens(a, "a"), _check_tokens(b, "b")
-    table = lcs_table(a, b)
-    i, j, common = len(a), len(b), []
-    while i > 0 and j > 0:
-        if a[i - 1] == b[j - 1]:
-            common.append(a[i - 1])
-            i, j = i - 1, j - 1
-        elif table[i - 1, j] >= table[i, j - 1]:
-            i -= 1
-        else:
-            j -= 1
-    return common[::-1]
-
-
-def precision_recall_f1(matched: int, n_prediction: int, n_reference: int) -> tuple[float, float, float]:
-    """Precision = matched / prediction units, recall = matched / reference units, F1 their harmonic mean.
-
-    Empty sides give 0, as rouge_score does.
-    """
-    precision = matched / n_prediction if n_prediction > 0 else 0.0
-    recall = matched / n_reference if n_reference > 0 else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-    return precision, recall, f1
-
-
-def rouge_by_hand(prediction: str, reference: str, use_stemmer: bool = True) -> dict[str, float]:
-    """ROUGE-1, ROUGE-2 and ROUGE-L F1 counted here; equal to ``rouge_per_example``'s rouge1, rouge2, rougeL."""
-    pred, ref = rouge_tokens(prediction, use_stemmer), rouge_tokens(reference, use_stemmer)
-    scores = {}
-    for n in (1, 2):
-        overlap = ngram_overlap(pred, ref, n)
-        scores[f"rouge{n}"] = precision_recall_f1(
-            int(overlap["matched"].sum()), max(len(pred) - n + 1, 0), max(len(ref) - n + 1, 0))[2]
-    scores["rougeL"] = precision_recall_f1(lcs_length(pred, ref), len(pred), len(ref))[2]
-    return scores
-
-
-def bleu_by_hand(prediction: str, reference: str, max_order: int = 4) -> dict:
-    """Sentence BLEU (0 to 100) as ``bleu_per_example`` computes it, with every step returned.
-
-    Clipped n-gram precisions for n = 1..4; an order with no match gets sacrebleu's "exp"
-    smoothing (1 / (2^k * total) for the k-th such order); orders the prediction is too short
-    for are skipped ("effective order"); the geometric mean is multiplied by the brevity
-    penalty exp(1 - reference length / prediction length) when the prediction is shorter.
-    """
-    _check_order(max_order)
-    pred, ref = bleu_tokens(prediction), bleu_tokens(reference)
-    matched, totals, precisions = [], [], []
-    for n in range(1, max_order + 1):
-        overlap = ngram_overlap(pred, ref, n)
-        matched.append(int(overlap["matched"].sum()))
-        totals.append(max(len(pred) - n + 1, 0))
-    sys_len, ref_len = len(pred), len(ref)
-    brevity_penalty = 1.0 if sys_len >= ref_len else (math.exp(1 - ref_len / sys_len) if sys_len > 0 else 0.0)
-    result = {"sys_len": sys_len, "ref_len": ref_len, "matched": matched, "totals": totals,
-              "brevity_penalty": brevity_penalty}
-    if not any(matched):
-        return {**result, "precisions": [0.0] * max_order, "order": 0, "bleu": 0.0}
-    halvings = 1
-    for n in range(max_order):
-        if totals[n] == 0:
-            break  # effective order: the prediction has no n-grams this long
-        if matched[n] == 0:
-            halvings *= 2
-            precisions.append(100.0 / (halvings * totals[n]))
-        else:
-            precisions.append(100.0 * matched[n] / totals[n])
-    order = len(precisions)
-    bleu = brevity_penalty * math.exp(sum(math.log(p) for p in precisions) / order)
-    return {**result, "precisions": precisions + [0.0] * (max_order - order), "order": order, "bleu": bleu}

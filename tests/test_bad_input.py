@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 import labhelpers as lh
-from labhelpers import benchmarks as bm
+import labhelpers as bm
 from labhelpers import memory as mem
 from labhelpers import scaling as sc
 

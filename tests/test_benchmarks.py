@@ -1,4 +1,6 @@
-"""Tests for labhelpers.benchmarks: items, log-likelihood scoring checked by hand, accuracy intervals."""
+"""Tests for the multiple-choice benchmark: items and prompts (labhelpers.benchmarks), lab 08's exported
+log-likelihood scorer checked by hand (continuation_logprobs, score_choices, evaluate_multiple_choice),
+and accuracy intervals."""
 
 import json
 import math
@@ -7,10 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labhelpers import benchmarks
-from labhelpers.benchmarks import (accuracy_interval, accuracy_table, check_item, continuation_logprobs,
-                                   evaluate_multiple_choice, letter_prompt, load_multiple_choice, option_prompt,
-                                   rescore, score_choices)
+from labhelpers import (accuracy_interval, accuracy_table, benchmarks, check_item, continuation_logprobs,
+                        evaluate_multiple_choice, letter_prompt, load_multiple_choice, option_prompt, rescore,
+                        score_choices)
 
 QUESTION = "What is the capital of France?"
 CHOICES = ["Paris", "Berlin and its many suburbs", "Rome", "a"]
@@ -146,6 +147,32 @@ def test_seq2seq_option_logprob_equals_decoder_loss(tiny_t5):
         with torch.no_grad():
             loss = model(**encoded, labels=labels).loss  # mean negative log-likelihood per token
         assert row.logprob == pytest.approx(-float(loss) * labels.shape[1], abs=1e-4)
+
+
+def test_a_uniform_model_scores_every_token_log_one_over_the_vocabulary(tiny_llama):
+    # With its output layer zeroed, the model gives every token the same probability 1 / V, so an option
+    # of k tokens has log-likelihood exactly -k log V: per token all options score -log V, and summed
+    # the option with the fewest tokens wins.
+    import copy
+
+    import torch
+
+    model, tokenizer = tiny_llama
+    uniform = copy.deepcopy(model)
+    with torch.no_grad():
+        uniform.lm_head.weight.zero_()
+    log_v = math.log(uniform.config.vocab_size)
+    scored = score_choices(uniform, tokenizer, QUESTION, CHOICES, chat=False)
+    lengths = [len(tokenizer(" " + c, add_special_tokens=False)["input_ids"]) for c in CHOICES]
+    assert scored["n_tokens"].tolist() == lengths and len(set(lengths)) > 1
+    assert scored["logprob"].to_numpy() == pytest.approx(-log_v * np.array(lengths), abs=1e-4)
+    assert scored["logprob_per_token"].to_numpy() == pytest.approx(np.full(len(CHOICES), -log_v), abs=1e-5)
+    items = [{"id": "q", "question": QUESTION, "choices": CHOICES, "answer": 0},
+             {"id": "r", "question": "Which is longest?", "choices": ["a b c d e f", "x"], "answer": 0}]
+    summed = evaluate_multiple_choice(uniform, tokenizer, items, normalize="none", chat=False)
+    assert summed["predicted"].tolist() == [int(np.argmin(lengths)), 1]
+    assert summed["correct"].tolist() == [int(np.argmin(lengths)) == 0, False]
+    assert summed["logprobs"].iloc[1] == pytest.approx(-log_v * np.array(summed["n_tokens"].iloc[1]), abs=1e-4)
 
 
 def test_evaluate_rescore_and_table(tiny_llama):

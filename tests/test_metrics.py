@@ -1,12 +1,15 @@
-"""Tests for labhelpers.metrics: scores, bootstrap intervals, paired comparisons, tables."""
+"""Tests for labhelpers.metrics (scores, bootstrap intervals, paired comparisons, tables) and for the
+ROUGE and BLEU counting that lab 08 writes and exports (rouge_n, rouge_l, sentence_bleu, ...)."""
 
 import re
+from collections import Counter
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from labhelpers import metrics
+from labhelpers import (brevity_penalty, lcs_table, longest_common_subsequence, metrics, ngram_counts,
+                        precision_recall_f1, rouge_l, rouge_n, sentence_bleu)
 from labhelpers.metrics import (
     Estimate,
     bleu_per_example,
@@ -151,6 +154,21 @@ def test_bootstrap_ci_contains_sample_mean():
     assert estimate.confidence == 0.95
 
 
+def test_bootstrap_ci_percentiles_of_a_distribution_known_by_hand():
+    # Resampling [0, 0, 3] three times gives a mean of k, the number of 3s drawn: k ~ Binomial(3, 1/3),
+    # P(k = 0, 1, 2, 3) = 8/27, 12/27, 6/27, 1/27, so P(k <= 2) = 26/27 = 0.963.
+    # 95%: the 2.5th percentile is 0 and the 97.5th is 3 (0.963 < 0.975); 90%: the 95th percentile is 2.
+    values = [0.0, 0.0, 3.0]
+    estimate = bootstrap_ci(values, n_resamples=20000)
+    assert (estimate.mean, estimate.low, estimate.high) == (1.0, 0.0, 3.0)
+    narrower = bootstrap_ci(values, confidence=0.9, n_resamples=20000)
+    assert (narrower.low, narrower.high) == (0.0, 2.0)
+    # Two values, [0, 1]: resampled means 0, 0.5, 1 with chances 1/4, 1/2, 1/4. A 40% interval
+    # (the 30th to 70th percentile) holds only 0.5; a 95% interval runs from 0 to 1.
+    assert bootstrap_ci([0.0, 1.0], confidence=0.4, n_resamples=20000) == Estimate(0.5, 0.5, 0.5, 2, 0.4)
+    assert bootstrap_ci([0.0, 1.0], n_resamples=20000) == Estimate(0.5, 0.0, 1.0, 2, 0.95)
+
+
 def test_bootstrap_ci_width_matches_normal_theory():
     # For the mean of n draws with standard deviation 1 the 95% interval is
     # about mean +- 1.96 / sqrt(n): width 2 * 1.96 / 20 = 0.196 for n = 400.
@@ -192,6 +210,17 @@ def test_bootstrap_ci_with_other_statistic():
     estimate = bootstrap_ci(values, statistic=np.median, n_resamples=200)
     assert estimate.mean == pytest.approx(0.5)
     assert 0.0 <= estimate.low <= estimate.high <= 100.0
+    # The maximum of two draws from [0, 1] is 0 only when both draws are 0 (chance 1/4): the 30th to
+    # 70th percentile of the maxima is 1, while the means there are 0.5 (the statistic is applied per resample).
+    assert bootstrap_ci([0.0, 1.0], statistic=np.max, confidence=0.4, n_resamples=20000) == \
+        Estimate(1.0, 1.0, 1.0, 2, 0.4)
+    assert bootstrap_ci([0.0, 1.0], statistic=np.max, n_resamples=20000) == Estimate(1.0, 0.0, 1.0, 2, 0.95)
+    # The median of three draws from [0, 0, 3] is 3 only when at least two draws are 3: chance 7/27 = 0.26.
+    # So a 40% interval (30th to 70th percentile) is [0, 0], and a 60% one (20th to 80th) is [0, 3].
+    medians = bootstrap_ci([0.0, 0.0, 3.0], statistic=np.median, confidence=0.4, n_resamples=20000)
+    assert (medians.mean, medians.low, medians.high) == (0.0, 0.0, 0.0)
+    medians = bootstrap_ci([0.0, 0.0, 3.0], statistic=np.median, confidence=0.6, n_resamples=20000)
+    assert (medians.low, medians.high) == (0.0, 3.0)
 
 
 # --------------------------------------------------------------------------
@@ -253,6 +282,20 @@ def test_bootstrap_corpus_bleu():
     assert estimate == bootstrap_corpus_bleu(predictions, references, n_resamples=200)
     perfect = bootstrap_corpus_bleu(REFERENCES, REFERENCES, n_resamples=50)
     assert perfect.low == pytest.approx(100.0) and perfect.high == pytest.approx(100.0)
+
+
+def test_bootstrap_corpus_bleu_hand_computed():
+    # Two examples, both with every n-gram right: A is the reference itself (4 tokens), B misses its
+    # reference's last word (6 tokens for 7). Corpus BLEU is then 100 * BP, with BP = exp(1 - r / c) over
+    # the pooled lengths: AA -> 100, AB -> 100 exp(1 - 11/10), BB -> 100 exp(1 - 14/12), with chances
+    # 1/4, 1/2, 1/4. The 95% interval spans BB to AA; a 40% interval (30th to 70th percentile) is AB alone.
+    predictions = ["the dog ran home", "the cat sat on the mat"]
+    references = ["the dog ran home", "the cat sat on the mat today"]
+    ab, bb = 100 * np.exp(1 - 11 / 10), 100 * np.exp(1 - 14 / 12)
+    estimate = bootstrap_corpus_bleu(predictions, references, n_resamples=4000)
+    assert (estimate.mean, estimate.low, estimate.high) == pytest.approx((ab, bb, 100.0))
+    middle = bootstrap_corpus_bleu(predictions, references, confidence=0.4, n_resamples=4000)
+    assert (middle.low, middle.high) == pytest.approx((ab, ab))
 
 
 # --------------------------------------------------------------------------
@@ -379,52 +422,59 @@ def test_bad_input_raises_with_argument_name(call, error, name):
 
 
 # --------------------------------------------------------------------------
-# ROUGE and BLEU by hand: the same numbers as the libraries
+# ROUGE and BLEU counted by lab 08's own functions: hand-computed, and the libraries' numbers
 # --------------------------------------------------------------------------
 
 
-def test_rouge_tokens_lowercase_split_and_stem_like_rouge_score():
-    assert metrics.rouge_tokens("The kids PLAYED, didn't they?", use_stemmer=False) == \
-        ["the", "kids", "played", "didn", "t", "they"]
-    # Porter stemming only touches words longer than 3 characters.
-    assert metrics.rouge_tokens("The kids played", use_stemmer=True) == ["the", "kid", "play"]
-    assert metrics.rouge_tokens("  ...  ") == []
+def rouge_tokens(text, use_stemmer=True):
+    from rouge_score.tokenizers import DefaultTokenizer
+
+    return DefaultTokenizer(use_stemmer=use_stemmer).tokenize(text)
 
 
-def test_bleu_tokens_keep_case_and_split_punctuation_like_sacrebleu():
+def bleu_tokens(text):
     from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
-    for text in ["The cat, the hat.", "It costs £3.50 (about 1,000 yen)!", "x-y & z", "3-4 days", ""]:
-        assert metrics.bleu_tokens(text) == Tokenizer13a()(text.rstrip()).split()
-    assert metrics.bleu_tokens("The cat.") == ["The", "cat", "."]
+    return Tokenizer13a()(text.rstrip()).split()
 
 
-def test_ngram_overlap_clips_repeated_words():
-    # prediction says "the" three times, the reference twice: only 2 are credited.
-    table = metrics.ngram_overlap(["the", "the", "the", "cat"], ["the", "cat", "on", "the", "mat"], 1)
-    counts = table.set_index("ngram")
-    assert counts.loc["the"].tolist() == [3, 2, 2]
-    assert counts.loc["cat", "matched"] == 1 and counts.loc["mat", "matched"] == 0
-    assert table["matched"].sum() == 3
-    bigrams = metrics.ngram_overlap(["the", "cat", "sat"], ["the", "cat"], 2)
-    assert bigrams.set_index("ngram")["matched"].to_dict() == {"the cat": 1, "cat sat": 0}
-    assert metrics.ngram_counts(["a"], 2) == {}
-
-
-def test_lcs_hand_cases():
-    a = "the cat sat on the mat".split()
-    b = "on the mat the cat sat".split()
-    assert metrics.lcs_length(a, b) == 3
-    assert metrics.longest_common_subsequence(a, b) in (["the", "cat", "sat"], ["on", "the", "mat"])
-    assert metrics.lcs_length("a b c d".split(), "a x c y d".split()) == 3
-    assert metrics.longest_common_subsequence("a b c d".split(), "a x c y d".split()) == ["a", "c", "d"]
-    assert metrics.lcs_length([], ["a"]) == 0
-    assert metrics.lcs_table(["a"], ["a", "a"]).shape == (2, 3)
+def test_ngram_counts_hand_cases():
+    assert ngram_counts(["the", "the", "the", "cat"], 1) == Counter({("the",): 3, ("cat",): 1})
+    assert ngram_counts(["the", "cat", "the", "cat"], 2) == Counter({("the", "cat"): 2, ("cat", "the"): 1})
+    assert ngram_counts(["a", "b", "c"], 3) == Counter({("a", "b", "c"): 1})
+    assert ngram_counts(["a"], 2) == Counter() and ngram_counts([], 1) == Counter()
 
 
 def test_precision_recall_f1_by_hand():
-    assert metrics.precision_recall_f1(3, 4, 6) == pytest.approx((0.75, 0.5, 0.6))
-    assert metrics.precision_recall_f1(0, 0, 5) == (0.0, 0.0, 0.0)
+    assert precision_recall_f1(3, 4, 6) == pytest.approx((0.75, 0.5, 0.6))
+    assert precision_recall_f1(1, 1, 3) == pytest.approx((1.0, 1 / 3, 0.5))
+    assert precision_recall_f1(0, 0, 5) == (0.0, 0.0, 0.0)
+    assert precision_recall_f1(0, 4, 0) == (0.0, 0.0, 0.0)
+
+
+def test_rouge_n_clips_repeated_words_hand_computed():
+    # "the" three times in the prediction, twice in the reference: 2 + 1 ("cat") = 3 matched unigrams.
+    prediction, reference = ["the", "the", "the", "cat"], ["the", "cat", "on", "the", "mat"]
+    assert rouge_n(prediction, reference, 1) == pytest.approx((3 / 4, 3 / 5, 2 / 3))
+    # Bigrams: (the the) x2, (the cat) against (the cat) (cat on) (on the) (the mat): 1 of 3, 1 of 4.
+    assert rouge_n(prediction, reference, 2) == pytest.approx((1 / 3, 1 / 4, 2 / 7))
+    assert rouge_n(["a", "b"], ["c", "d"], 1) == (0.0, 0.0, 0.0)
+    assert rouge_n([], ["c", "d"], 1) == (0.0, 0.0, 0.0)
+    assert rouge_n(["a"], ["a", "b"], 2) == (0.0, 0.0, 0.0)  # a one-token prediction has no bigram
+
+
+def test_lcs_hand_cases():
+    assert lcs_table(["a", "b"], ["b", "a"]).tolist() == [[0, 0, 0], [0, 0, 1], [0, 1, 1]]
+    assert lcs_table(["a", "b", "a"], ["a", "a"]).tolist() == [[0, 0, 0], [0, 1, 1], [0, 1, 1], [0, 1, 2]]
+    a = "the cat sat on the mat".split()
+    b = "on the mat the cat sat".split()
+    assert lcs_table(a, b)[-1, -1] == 3
+    assert longest_common_subsequence(a, b) in (["the", "cat", "sat"], ["on", "the", "mat"])
+    assert longest_common_subsequence("a b c d".split(), "a x c y d".split()) == ["a", "c", "d"]
+    assert longest_common_subsequence([], ["a"]) == [] and lcs_table([], ["a"]).shape == (1, 2)
+    # ROUGE-L: an LCS of 3 over a 5-token prediction and a 4-token reference.
+    assert rouge_l("a x c y d".split(), "a b c d".split()) == pytest.approx((3 / 5, 3 / 4, 2 / 3))
+    assert rouge_l([], ["a"]) == (0.0, 0.0, 0.0)
 
 
 PAIRS = list(zip(PREDICTIONS_A + PREDICTIONS_B + ["", "Tim tim TIM, call!", "3.5 kg for £1,000"],
@@ -432,52 +482,51 @@ PAIRS = list(zip(PREDICTIONS_A + PREDICTIONS_B + ["", "Tim tim TIM, call!", "3.5
 
 
 @pytest.mark.parametrize("use_stemmer", [True, False])
-def test_rouge_by_hand_equals_rouge_score(use_stemmer):
+def test_rouge_n_and_rouge_l_equal_rouge_score(use_stemmer):
     predictions, references = zip(*PAIRS)
     library = rouge_per_example(predictions, references, rouge_types=("rouge1", "rouge2", "rougeL"),
                                 use_stemmer=use_stemmer)
     for i, (prediction, reference) in enumerate(PAIRS):
-        by_hand = metrics.rouge_by_hand(prediction, reference, use_stemmer=use_stemmer)
-        assert by_hand == pytest.approx(library.iloc[i].to_dict(), abs=1e-12), (prediction, reference)
+        pred, ref = rouge_tokens(prediction, use_stemmer), rouge_tokens(reference, use_stemmer)
+        counted = {"rouge1": rouge_n(pred, ref, 1)[2], "rouge2": rouge_n(pred, ref, 2)[2], "rougeL": rouge_l(pred, ref)[2]}
+        assert counted == pytest.approx(library.iloc[i].to_dict(), abs=1e-12), (prediction, reference)
 
 
-def test_bleu_by_hand_equals_sacrebleu_with_every_step():
+def test_brevity_penalty_hand_computed():
+    assert brevity_penalty(6, 6) == 1.0 and brevity_penalty(7, 6) == 1.0
+    assert brevity_penalty(3, 6) == pytest.approx(np.exp(-1))
+    assert brevity_penalty(9, 10) == pytest.approx(np.exp(1 - 10 / 9))
+    assert brevity_penalty(0, 5) == 0.0
+
+
+def test_sentence_bleu_equals_sacrebleu_with_every_step():
     predictions, references = zip(*PAIRS)
     library = bleu_per_example(predictions, references)
     for i, (prediction, reference) in enumerate(PAIRS):
-        by_hand = metrics.bleu_by_hand(prediction, reference)
+        counted = sentence_bleu(bleu_tokens(prediction), bleu_tokens(reference))
         result = metrics._SENTENCE_BLEU.sentence_score(prediction, [reference])
-        assert by_hand["bleu"] == pytest.approx(library[i], abs=1e-9), (prediction, reference)
-        assert by_hand["matched"] == list(result.counts) and by_hand["totals"] == list(result.totals)
-        assert by_hand["brevity_penalty"] == pytest.approx(result.bp)
-        assert by_hand["precisions"] == pytest.approx(list(result.precisions))
+        assert counted["bleu"] == pytest.approx(library[i], abs=1e-9), (prediction, reference)
+        assert counted["matched"] == list(result.counts) and counted["totals"] == list(result.totals)
+        assert counted["brevity_penalty"] == pytest.approx(result.bp)
+        padded = counted["precisions"] + [0.0] * (4 - len(counted["precisions"]))
+        assert padded == pytest.approx(list(result.precisions))
 
 
-def test_bleu_by_hand_brevity_penalty_and_smoothing_hand_computed():
+def test_sentence_bleu_brevity_penalty_and_smoothing_hand_computed():
     # 3/3 unigrams, 2/2 bigrams, 1/1 trigram match; a 3-token prediction has no 4-gram, so
     # the effective order is 3. Prediction 3 tokens, reference 6: BP = exp(1 - 6/3) = exp(-1).
-    result = metrics.bleu_by_hand("the cat sat", "the cat sat on a mat")
-    assert result["order"] == 3
+    result = sentence_bleu("the cat sat".split(), "the cat sat on a mat".split())
+    assert result["precisions"] == pytest.approx([100.0, 100.0, 100.0])
     assert result["brevity_penalty"] == pytest.approx(np.exp(-1))
     assert result["bleu"] == pytest.approx(100 * np.exp(-1))
-    # No bigram matches: exp smoothing credits it 100 / (2 * 2) instead of 0.
-    result = metrics.bleu_by_hand("cat the mat", "the cat sat on a mat")
-    assert result["precisions"][:2] == pytest.approx([100.0, 25.0])
-    assert metrics.bleu_by_hand("dog", "the cat")["bleu"] == 0.0
-
-
-@pytest.mark.parametrize(
-    "call, error, name",
-    [
-        (lambda: metrics.rouge_tokens(None), TypeError, "text"),
-        (lambda: metrics.bleu_tokens(3), TypeError, "text"),
-        (lambda: metrics.ngram_counts("a b", 1), TypeError, "tokens"),
-        (lambda: metrics.ngram_counts(["a"], 0), ValueError, "n must"),
-        (lambda: metrics.lcs_length(["a"], "a"), TypeError, "b must"),
-        (lambda: metrics.bleu_by_hand("a", "a", max_order=0), ValueError, "n must"),
-    ],
-)
-def test_by_hand_bad_input_raises_one_line(call, error, name):
-    with pytest.raises(error) as info:
-        call()
-    assert name in str(info.value) and "\n" not in str(info.value)
+    # No bigram or trigram matches: "exp" smoothing credits 100 / (2 * 2), then 100 / (4 * 1).
+    result = sentence_bleu("cat the mat".split(), "the cat sat on a mat".split())
+    assert result["matched"] == [3, 0, 0, 0] and result["totals"] == [3, 2, 1, 0]
+    assert result["precisions"] == pytest.approx([100.0, 25.0, 25.0])
+    assert result["bleu"] == pytest.approx(np.exp(-1) * (100 * 25 * 25) ** (1 / 3))
+    # Six tokens against five: no brevity penalty, and 4-grams count (2 of 3 match).
+    result = sentence_bleu("a b c d e f".split(), "a b c d e".split())
+    assert result["brevity_penalty"] == 1.0
+    assert result["precisions"] == pytest.approx([500 / 6, 400 / 5, 300 / 4, 200 / 3])
+    assert sentence_bleu(["dog"], ["the", "cat"])["bleu"] == 0.0
+    assert sentence_bleu([], ["the", "cat"])["bleu"] == 0.0
