@@ -156,12 +156,35 @@ def test_training_examples_are_equal_length_sequences():
         assert (p["labels"][n_out:] == -100).all() and (p["input_ids"][n_in:] == t5_tok.pad_token_id).all()
 
 
-def test_weights_hash_sees_a_one_ulp_change():
+def script_functions() -> dict:
+    """The functions the script defines (with its imports), without running its training."""
     namespace: dict = {}
     tree = ast.parse(script_from_notebook())
     tree.body = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef))]
-    exec(compile(tree, "train_data_parallel.py", "exec"), namespace)  # the script's imports and functions only
-    weights_hash = namespace["weights_hash"]
+    exec(compile(tree, "train_data_parallel.py", "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.parametrize("family", ["causal", "seq2seq"])
+def test_summed_token_loss_is_the_models_mean_loss_times_its_target_tokens(family):
+    """Against transformers' own loss (the mean over target tokens), for both model families."""
+    summed_token_loss = script_functions()["summed_token_loss"]
+    profile = get_profile("tiny")
+    name = profile.seq2seq_model if family == "seq2seq" else profile.model
+    model, tokenizer = load_model(name, profile=profile, dtype=torch.float32, device="cpu")
+    examples = training_examples(tokenizer, profile, 3, 24, seq2seq=family == "seq2seq")
+    batch = {k: torch.stack([e[k] for e in examples]) for k in examples[0]}
+    with torch.no_grad():
+        loss_sum, n_tokens = summed_token_loss(model, batch, family == "seq2seq")
+        labels = batch.get("labels", batch["input_ids"])
+        mean = model(**{**batch, "labels": labels}).loss.item()
+    want_tokens = int((labels != -100).sum()) if family == "seq2seq" else 3 * 23
+    assert int(n_tokens) == want_tokens
+    assert loss_sum.item() == pytest.approx(mean * want_tokens, rel=1e-5)
+
+
+def test_weights_hash_sees_a_one_ulp_change():
+    weights_hash = script_functions()["weights_hash"]
     torch.manual_seed(0)
     layer = torch.nn.Linear(4, 3)
     before = weights_hash(layer)
