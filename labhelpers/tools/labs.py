@@ -210,11 +210,14 @@ def duration(seconds: float | None) -> str:
 
 
 def progress_line(index: int, stems: list[str], estimates: list[float | None], walls: list[float]) -> str:
-    """The line printed as notebook `index` (0-based) starts: its place, its name and the time left, itself included."""
+    """The line printed as notebook `index` (0-based) starts: its place, its name and the time left, itself included.
+
+    A line of its own, ended before the notebook runs: a kernel's start-up warnings on stderr cannot split it.
+    """
     this = time_left_s(estimates[:index + 1], walls) if estimates[index] is not None else None
     left = time_left_s(estimates, walls)
     return (f"[{index + 1}/{len(stems)}] {stems[index]}: " + (f"about {duration(this)}, " if this is not None else "")
-            + (f"{duration(left)} left in all ..." if left is not None else "time left unknown ..."))
+            + (f"{duration(left)} left in all" if left is not None else "time left unknown"))
 
 
 def _estimates_note(stems: list[str], profile: str, recorded: dict[str, float], out: Path) -> str:
@@ -242,12 +245,12 @@ def run(notebooks: list[Path], profile: str | None = None, out: Path | None = No
     print(_estimates_note(stems, profile, recorded, out), flush=True)
     walls: list[float] = []
     for i, path in enumerate(notebooks):
-        print(progress_line(i, stems, estimates, walls), end=" ", flush=True)
+        print(progress_line(i, stems, estimates, walls), flush=True)
         entry = run_notebook(Path(path).resolve(), profile, run_dir)
         walls.append(entry["wall_s"])
         budget = "" if entry["budget_s"] is None else f" (budget {entry['budget_s']} s" + (
             ", EXCEEDED)" if entry["over_budget"] else ")")
-        print(f"{entry['status']} in {entry['wall_s']:.1f} s{budget}"
+        print(f"[{i + 1}/{len(stems)}] {stems[i]}: {entry['status']} in {entry['wall_s']:.1f} s{budget}"
               + (f": {entry['error']}" if entry["error"] else ""), flush=True)
         summary["notebooks"].append(entry)
     summary["wall_s"] = round(sum(walls), 1)
