@@ -146,3 +146,28 @@ def test_ci_installs_without_running_labs_then_runs_the_readme_test_command():
     assert lines[-2:] == ["bash setup.sh --install-only --with-browser", ".venv/bin/python -m pytest"]
     readme = (REPO / "README.md").read_text()
     assert "```bash\nbash setup.sh" in readme and ".venv/bin/python -m pytest" in readme
+
+
+def test_readme_puts_the_student_first():
+    """What it is, the two commands, opening the labs, profiles, runtimes, troubleshooting; then instructors and CI."""
+    from labhelpers.tools.publish import STUDENT_PART_END
+
+    readme = (REPO / "README.md").read_text()
+    order = ["## Two commands", "## Open the labs", "## Profiles", "## How long each lab takes", "## Troubleshooting",
+             STUDENT_PART_END, "## For instructors", "## Tests and CI"]
+    positions = [readme.index(heading) for heading in order]
+    assert positions == sorted(positions), "README sections out of order"
+    student, rest = readme.split(STUDENT_PART_END)
+    assert "grading" not in student.lower().replace("graded", "") and "chromium" not in student.lower()
+    assert "oneDNN" not in student and "oneDNN" in rest and "python -m labhelpers.tools.publish" in rest
+    trouble = student[student.index("## Troubleshooting"):]
+    for topic in ("3.11", "LABS_TORCH", "4 GiB", "`course` without network", 'if_exists="resume"', "WSL2", "MPS"):
+        assert topic in trouble, f"troubleshooting says nothing about {topic}"
+    table = student[student.index("## How long each lab takes"):student.index("## Troubleshooting")]
+    labs = sorted(p.stem for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    rows = re.findall(r"^\| (\d\d_\w+) \| ([\d.]+) \| ([\d.]+) \| (.+) \|$", table, re.M)
+    assert [r[0] for r in rows] == labs, "the runtime table needs one row per lab"
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d", table), "the runtime table must say when it was measured"
+    totals = re.search(r"\*\*all ten\*\* \| \*\*([\d.]+)\*\* \| \*\*([\d.]+)\*\*", table)
+    for column in (1, 2):
+        assert abs(sum(float(r[column]) for r in rows) - float(totals.group(column))) < 1.0
