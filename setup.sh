@@ -67,7 +67,9 @@ esac
 echo "== preparing the embedded model (converted once, then cached)"
 .venv/bin/python -c "
 import torch
+import transformers
 from labhelpers import load_model
+transformers.utils.logging.disable_progress_bar()
 load_model('smollm2-135m-instruct')
 cuda = torch.version.cuda
 print(f'== torch {torch.__version__}: ' + (f'the CUDA {cuda} build, GPU available: {torch.cuda.is_available()}' if cuda else
