@@ -176,6 +176,7 @@ class TrainingMemory:
                 f"{self.bytes_per_param:.1f} bytes/parameter, {self.times_weights('fp16'):.1f}x the fp16 weights")
 
 
+# 02_memory_precision_quantization.ipynb, cell 32
 def model_activation_bytes(shape, batch_size, seq_len, bytes_per_activation, *, gradient_checkpointing=False,
                            flash_attention=False):
     """(activations, the loss's gradients) in bytes for a decoder-only model of `shape` (see `architecture`)."""
@@ -199,6 +200,7 @@ def model_activation_bytes(shape, batch_size, seq_len, bytes_per_activation, *, 
     return layers + logits + final_norm, loss_gradients
 
 
+# 02_memory_precision_quantization.ipynb, cell 34
 def training_memory(model=None, *, n_params=None, dtype="fp32", optimizer="adamw", mixed_precision=False, lora=None,
                     trainable_dtype=None, batch_size=1, seq_len=None, gradient_checkpointing=False,
                     flash_attention=None, activation_dtype=None, n_layers=None, hidden_size=None, n_heads=None,
@@ -281,7 +283,7 @@ def training_memory(model=None, *, n_params=None, dtype="fp32", optimizer="adamw
                           gradient_checkpointing=bool(gradient_checkpointing))
 
 
-# 02_memory_precision_quantization.ipynb, cell 32
+# 02_memory_precision_quantization.ipynb, cell 36
 # Llama-2-7B (Touvron et al. 2023, and its config.json)
 LLAMA_2_7B = {"n_params": 6_738_415_616, "n_layers": 32, "hidden_size": 4096, "n_heads": 32,
               "intermediate_size": 11008, "vocab_size": 32000, "gated_mlp": True}
