@@ -13,6 +13,7 @@ from labhelpers.datagen.hostile import generate_hostile_dialogues, hostile_data_
 from labhelpers.datagen.preference_pairs import (PREFERENCE_FIELDS, PREFERENCE_KINDS, build_preference_data,
                                                  generate_preference_pairs, preference_data_dir)
 from labhelpers.preference_data import PreferenceDataError, load_preference_pairs
+from labhelpers.prompts import build_prompt
 
 SPLITS = ("train", "validation", "test")
 
@@ -37,7 +38,7 @@ def test_each_pair_prefers_the_reference_of_its_own_dialogue(pairs):
         for row in pairs[split]:
             source = dialogues[row["dialogue_id"]]  # a KeyError here: the pair's dialogue is in another split
             assert row["chosen"] == source["summary"]
-            assert source["dialogue"] in row["prompt"]
+            assert row["prompt"] == build_prompt(source["dialogue"], template="instruction")
             assert row["chosen"] != row["rejected"] and row["rejected"].strip()
             assert "\n" not in row["reason"] and row["reason"].strip()
             if row["kind"] == "harmless":

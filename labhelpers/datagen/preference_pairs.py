@@ -26,6 +26,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
+from ..prompts import build_prompt
+
 __all__ = ["PREFERENCE_KINDS", "PREFERENCE_FIELDS", "PREFERENCE_SEED", "build_preference_data",
            "generate_preference_pairs", "preference_data_dir"]
 
@@ -33,7 +35,6 @@ PREFERENCE_KINDS = ("harmless", "helpful", "faithful")
 PREFERENCE_FIELDS = ("id", "prompt", "dialogue_id", "chosen", "rejected", "kind", "reason")
 PREFERENCE_SEED = 2026
 SPLITS = ("train", "validation", "test")
-PROMPT = "Summarize the following conversation.\n\n{dialogue}\n\nSummary:"  # labhelpers.prompts' "instruction"
 
 _PERSON = re.compile(r"#Person\d+#")
 
@@ -259,7 +260,7 @@ def generate_preference_pairs(dialogues: Sequence[dict], seed: int = PREFERENCE_
     pairs = []
     for d in dialogues:
         rng = random.Random(f"preference:{seed}:{d['id']}")
-        prompt = PROMPT.replace("{dialogue}", d["dialogue"])
+        prompt = build_prompt(d["dialogue"], template="instruction")
         others = [o for o in dialogues if o["id"] != d["id"] and o["summary"] != d["summary"]]
 
         def add(kind: str, rejected: str, reason: str, tag: str) -> None:
