@@ -180,12 +180,12 @@ class EmbeddingProbeScorer(ToxicityScorer):
         self.probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000))
         self.probe.fit(self.embed(texts), labels)
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """One vector per text: the mean hidden state of its tokens after block `layer`."""
-        texts, out = _check_text_list(texts), []
+    def embed(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        """One vector per text: the mean hidden state of its tokens after block `layer`, in batches."""
+        texts, out, step = _check_text_list(texts), [], batch_size or self.batch_size
         with self._torch.inference_mode():
-            for i in range(0, len(texts), self.batch_size):
-                batch = self._tokenizer(texts[i:i + self.batch_size], return_tensors="pt", padding=True,
+            for i in range(0, len(texts), step):
+                batch = self._tokenizer(texts[i:i + step], return_tensors="pt", padding=True,
                                         truncation=True, max_length=256)
                 hidden = self._encoder(**batch).last_hidden_state
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
@@ -193,7 +193,7 @@ class EmbeddingProbeScorer(ToxicityScorer):
         return np.concatenate(out) if out else np.zeros((0, 1))
 
     def _score(self, texts: list[str], batch_size: int) -> ToxicityScores:
-        p = self.probe.predict_proba(self.embed(texts))[:, 1]
+        p = self.probe.predict_proba(self.embed(texts, batch_size))[:, 1]
         return ToxicityScores(p, not_toxic_log_odds(p, self.clip))
 
 
