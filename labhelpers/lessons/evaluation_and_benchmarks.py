@@ -124,12 +124,12 @@ def continuation_logprobs(model, tokenizer, context, continuations, chat=False):
     mask = torch.tensor([[1] * len(ids) + [0] * (longest - len(ids)) for ids in options], device=device)
     context = torch.tensor([context_ids] * len(options), device=device)
     with torch.inference_mode():
-        if causal:  # the prompt, then each option but its last token: the logits at position t predict token t + 1
-            ids = torch.cat([context, targets[:, :-1]], dim=1)
+        if causal:  # the prompt, then each option but its last token: the logits at position t predict token t + 1,
+            ids = torch.cat([context, targets[:, :-1]], dim=1)  # so the last `longest` positions predict the option
             attention = torch.cat([torch.ones_like(context), mask[:, :-1]], dim=1)
             if longest == 1:  # one-token options (the letters): the prompt alone predicts them all, one row will do
                 ids, attention = ids[:1], attention[:1]
-            logits = model(input_ids=ids, attention_mask=attention).logits[:, len(context_ids) - 1:]
+            logits = model(input_ids=ids, attention_mask=attention, logits_to_keep=longest).logits
             logits = logits.expand(len(options), -1, -1)
         else:  # the encoder reads the prompt, the decoder is teacher-forced on each option
             logits = model(input_ids=context, labels=targets.masked_fill(mask == 0, -100)).logits
