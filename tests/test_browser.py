@@ -5,7 +5,7 @@ summary), check that the summary is printed and no cell failed, and save a scree
 to the end instead, and its ipywidgets panel must render and answer a click: a new dialogue picked
 with the slider, "Generate" pressed, a new summary shown.
 
-Needs Debian's `chromium` and the `playwright` package (`bash setup.sh --with-browser` installs both;
+Needs Debian's `chromium` and the `playwright` package (`bash setup.sh --install-only --with-browser` installs both;
 never Playwright's own browser download). Without them the tests skip, unless setup.sh recorded that
 they were installed, in which case their absence is a failure, not a skip.
 
@@ -58,10 +58,10 @@ def _missing() -> str | None:
 
 MISSING = _missing()
 if MISSING and INSTALLED_MARKER.exists():
-    pytest.fail(f"setup.sh --with-browser was run, but {MISSING}; run `bash setup.sh --with-browser` again",
+    pytest.fail(f"setup.sh --with-browser was run, but {MISSING}; run `bash setup.sh --install-only --with-browser` again",
                 pytrace=False)
 pytestmark = pytest.mark.skipif(MISSING is not None,
-                                reason=f"{MISSING}: `bash setup.sh --with-browser` installs the browser test's needs")
+                                reason=f"{MISSING}: `bash setup.sh --install-only --with-browser` installs the browser test's needs")
 
 
 def _free_port() -> int:
