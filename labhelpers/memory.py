@@ -385,13 +385,3 @@ def architecture(model) -> dict:
 
 __all__ = ["GIB", "PeakMemory", "architecture", "as_count", "measure_training_step", "peak_memory",
            "release_freed_memory", "saved_for_backward"]
-
-
-def __getattr__(name: str):
-    """The calculators lab 02 writes and exports stay reachable as `labhelpers.memory.<name>` (prefer `from labhelpers import <name>`)."""
-    if not name.startswith("_"):
-        from .lessons import memory_precision_quantization as lesson
-
-        if name in lesson.__all__:
-            return getattr(lesson, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -98,13 +98,3 @@ def fit_power_law(xs, losses, *, irreducible: bool = False) -> PowerLawFit:
 
 
 __all__ = ["PowerLawFit", "as_positive", "fit_power_law"]
-
-
-def __getattr__(name: str):
-    """The calculators lab 03 writes and exports stay reachable as `labhelpers.scaling.<name>` (prefer `from labhelpers import <name>`)."""
-    if not name.startswith("_"):
-        from .lessons import scaling_laws_compute_budgets as lesson
-
-        if name in lesson.__all__:
-            return getattr(lesson, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
