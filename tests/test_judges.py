@@ -112,6 +112,10 @@ def test_embedding_probe_mechanics_on_the_tiny_model():
     p = probe.toxicity(texts + ["A new sentence."])
     assert p.shape == (5,) and np.all((p >= 0) & (p <= 1))
     assert probe.embed(texts).shape[0] == 4
+    # a text's embedding does not depend on what else is in its batch: padding is left out of the mean
+    alone = probe.embed(texts[1:2])[0]
+    beside_longer = probe.embed([texts[1], "#Person1# says a great deal more than anyone in this batch " * 3])[0]
+    np.testing.assert_allclose(alone, beside_longer, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="labels of both classes"):
         EmbeddingProbeScorer(texts, [1, 1, 1, 1], model="tiny-llama", profile="tiny")
 
