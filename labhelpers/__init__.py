@@ -44,9 +44,12 @@ from .rewards import *  # noqa: E402,F401,F403
 from .hostile import *  # noqa: E402,F401,F403
 from .rl import *  # noqa: E402,F401,F403
 from .preferences import *  # noqa: E402,F401,F403
+from .preference_data import *  # noqa: E402,F401,F403
+from .judges import *  # noqa: E402,F401,F403
 
 _PLUMBING = ("profiles", "device", "models", "data", "prompts", "generate", "metrics", "results", "exercises", "memory",
-             "scaling", "distributed", "train", "adapters", "benchmarks", "rewards", "hostile", "rl", "preferences")
+             "scaling", "distributed", "train", "adapters", "benchmarks", "rewards", "hostile", "rl", "preferences",
+             "preference_data", "judges")
 __all__ = [name for module in _PLUMBING for name in _sys.modules[f"{__name__}.{module}"].__all__]
 
 # Last: the lesson code the notebooks write and export; it may use any name above through `from labhelpers import`.
