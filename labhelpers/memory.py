@@ -220,7 +220,8 @@ def _training_batch(profile, tokenizer, model, batch_size: int, seq_len: int | N
     """`batch_size` real instruction examples of the profile's train dialogues, of about `seq_len` tokens."""
     from .data import load_dialogues
     from .models import model_family
-    from .train import PadCollator, build_instruction_data
+    from .lessons.instruction_fine_tuning import build_instruction_data
+    from .train import PadCollator
 
     rows = list(load_dialogues(profile=profile)["train"])
     data = build_instruction_data(rows, tokenizer, model, "summary", seed=0)

@@ -43,19 +43,6 @@ CHECKPOINT_STAGING = ".checkpoint-partial"  # a checkpoint is written here whole
 # Batches (the instruction dataset itself is lesson code: labhelpers.lessons.instruction_fine_tuning)
 # ---------------------------------------------------------------------------------------------
 
-_LESSON_NAMES = ("IGNORE_INDEX", "TASKS", "InstructionData", "Task", "answer_end_id", "build_instruction_data",
-                 "encode_example", "get_task", "task_prompt")
-
-
-def __getattr__(name: str):
-    """Names written in lab 05 (the tasks, the example encoder, the dataset builder) stay importable from here."""
-    if name in _LESSON_NAMES:
-        from .lessons import instruction_fine_tuning
-
-        return getattr(instruction_fine_tuning, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 class PadCollator:
     """Pads a batch to its own longest example: input ids with the pad id, labels with -100.
 
