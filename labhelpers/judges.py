@@ -181,8 +181,11 @@ class EmbeddingProbeScorer(ToxicityScorer):
         self.probe.fit(self.embed(texts), labels)
 
     def embed(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
-        """One vector per text: the mean hidden state of its tokens after block `layer`, in batches."""
+        """One vector per text: the mean hidden state of its tokens after block `layer`, in batches (an empty text
+        is read as the end-of-text token)."""
         texts, out, step = _check_text_list(texts), [], batch_size or self.batch_size
+        # A text with no tokens (an empty summary) is read as the end-of-text token: no zero-length batch, no 0 / 0.
+        texts = [t if t.strip() else self._tokenizer.eos_token for t in texts]
         with self._torch.inference_mode():
             for i in range(0, len(texts), step):
                 batch = self._tokenizer(texts[i:i + step], return_tensors="pt", padding=True,

@@ -116,6 +116,11 @@ def test_embedding_probe_mechanics_on_the_tiny_model():
     alone = probe.embed(texts[1:2])[0]
     beside_longer = probe.embed([texts[1], "#Person1# says a great deal more than anyone in this batch " * 3])[0]
     np.testing.assert_allclose(alone, beside_longer, rtol=1e-4, atol=1e-5)
+    # an empty summary (a policy can write one) is scored, alone or beside others, as the end-of-text token
+    empty = probe.toxicity(["", "  "])
+    assert np.all(np.isfinite(empty)) and empty[0] == empty[1]
+    np.testing.assert_allclose(probe.embed(["", texts[0]])[0], probe.embed([probe._tokenizer.eos_token])[0],
+                               rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="labels of both classes"):
         EmbeddingProbeScorer(texts, [1, 1, 1, 1], model="tiny-llama", profile="tiny")
 
