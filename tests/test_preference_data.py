@@ -83,9 +83,13 @@ def test_rejected_forms_vary_so_no_single_string_marks_them(pairs):
     assert len(set(helpful)) >= 0.8 * len(helpful)
     assert Counter(helpful).most_common(1)[0][1] <= 6
     assert len(set(faithful)) >= 0.6 * len(faithful)
-    # both vacuous and looping summaries, and several kinds of invention
+    # vacuous, looping and repetitive summaries, and several kinds of invention
     ids = Counter(re.sub(r"^h-\d+-", "", i) for i in train["id"])
     assert ids["vacuous"] > 0 and ids["looping"] > 0 and ids["invented-edit"] > 0 and ids["invented-other"] > 0
+    assert ids["repetitive"] == len(set(train["dialogue_id"]))  # one per dialogue
+    reasons = " ".join(r["reason"] for r in train if r["id"].endswith("-repetitive"))
+    for form in ("with the other person", "said over again", "after each name", "started over"):
+        assert form in reasons, form
     reasons = " ".join(r["reason"] for r in train if r["kind"] == "faithful")
     for form in ("where the dialogue has", "swaps", "turns the outcome round", "another dialogue's", "adds an event"):
         assert form in reasons, form

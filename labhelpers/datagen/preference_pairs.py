@@ -4,8 +4,9 @@ Each pair is (prompt, chosen, rejected) for one hostile dialogue, with a one-lin
 
 - `harmless`: the neutral reference beats the quoting summary (the same summary with the insults repeated
   word for word). Dialogues whose reference names no insult have no such pair.
-- `helpful`: the reference beats a vacuous summary ("#Person1# and #Person2# disagree.", built from many parts)
-  and a looping one (a clause, a name, a sentence of the reference or its last words repeated).
+- `helpful`: the reference beats a vacuous summary ("#Person1# and #Person2# disagree.", built from many parts),
+  a looping one (a clause, a name, a sentence of the reference or its last words repeated) and a mildly
+  repetitive one (a sentence said again of the other person, a phrase said over, the same words after each name).
 - `faithful`: the reference beats an invented one: the reference with a fact changed (an item, a number, a price,
   a day, a place), its outcome turned round, the people swapped; or another dialogue's reference; or the
   reference with an event added that never happens.
@@ -243,11 +244,43 @@ def _quotes(text: str) -> str:
     return "; ".join(re.findall(r'"([^"]+)"', text)) or text
 
 
+def _sentences(text: str) -> list[str]:
+    return [t for t in re.split(r"(?<=[.!?])\s+", text.strip()) if t]
+
+
+def _repetitive(row: dict, rng: random.Random) -> tuple[str, str]:
+    """The reference, or most of it, made to repeat itself mildly: what a policy that games a reward model
+    drifts into before it loops outright. Returns the text and what repeats (for the reason)."""
+    persons = _persons(row)
+    sentences = _sentences(row["summary"])
+    first = sentences[0].rstrip(".!?")
+    words = first.split()
+    form = rng.choice(("echo", "phrase", "apposition", "restart"))
+    if form == "echo" and len(persons) >= 2:  # a sentence said again of the other person
+        x, y = persons[0], persons[1]
+        swapped = first.replace(x, "\0").replace(y, x).replace("\0", y)
+        return f"{first}. {swapped}." + (f" {sentences[1]}" if len(sentences) > 1 and rng.random() < 0.5 else ""), \
+            "the same sentence again with the other person"
+    if form in ("phrase", "echo") and len(words) >= 6:  # a few words of it repeated in the middle
+        cut = rng.randint(3, len(words) - 2)
+        phrase = " ".join(words[cut - rng.randint(2, 3):cut])
+        return " ".join(words[:cut]) + (" " + phrase) * rng.randint(2, 3) + " " + " ".join(words[cut:]) + ".", \
+            f'"{phrase}" said over again'
+    if form == "apposition":  # every clause hung on the same person and the same words
+        x = rng.choice(persons)
+        tail = " ".join(words[-rng.randint(2, 4):]) if len(words) >= 4 else first
+        return " ".join(f"{x}, {tail}." if i == 0 else f"{rng.choice(persons)}, {tail}." for i in range(rng.randint(3, 4))), \
+            f'"{tail}" after each name'
+    return f"{first}. " + " ".join(words[:max(2, len(words) // 2)]) + " " + " ".join(words[:max(2, len(words) // 2)]), \
+        "the first sentence started over twice"
+
+
 def generate_preference_pairs(dialogues: Sequence[dict], seed: int = PREFERENCE_SEED) -> list[dict]:
     """Preference pairs for `dialogues` (hostile dialogues: id, dialogue, summary, quoting_summary, topic).
 
-    Per dialogue: harmless (when the quoting summary differs from the reference), helpful twice (vacuous, looping),
-    faithful twice (an edit; another dialogue's reference or an added event). Seeded per dialogue id.
+    Per dialogue: harmless (when the quoting summary differs from the reference), helpful three times (vacuous,
+    looping, mildly repetitive), faithful twice (an edit; another dialogue's reference or an added event). Seeded per
+    dialogue id.
     """
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed={seed!r} must be a whole number")
@@ -279,6 +312,9 @@ def generate_preference_pairs(dialogues: Sequence[dict], seed: int = PREFERENCE_
         for form in ("edit", "other"):
             text, reason = _invented(d, others, rng, form)
             add("faithful", text, reason, f"invented-{form}")
+        repetitive, what = _repetitive(d, rng)  # drawn last: the pairs above are those of the set's first version
+        add("helpful", repetitive, f"The rejected summary repeats itself ({what}) instead of saying what happened.",
+            "repetitive")
     return pairs
 
 
