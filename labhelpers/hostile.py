@@ -67,7 +67,7 @@ def careless_summaries(rows, share: float = 2 / 3, seed: int = 0) -> list[dict]:
 # How the careless summariser is trained, per profile: LoRA r=16 on the top third's attention projections.
 CARELESS_SHARE = 0.85  # the share of training summaries that quote the insults
 CARELESS_TRAINING = {"tiny": {"steps": 4, "batch_size": 4, "learning_rate": 1e-3},
-                     "embedded": {"steps": 16, "batch_size": 8, "learning_rate": 3e-3},
+                     "embedded": {"steps": 32, "batch_size": 8, "learning_rate": 3e-3},
                      "course": {"steps": 100, "batch_size": 8, "learning_rate": 1e-3}}
 
 
@@ -75,8 +75,10 @@ def careless_summariser(model, tokenizer, dialogues, profile=None, *, output_dir
                         share: float = CARELESS_SHARE, live_plot: bool | None = None, progress: bool = True):
     """The summariser the RLHF labs start from: `model` LoRA-tuned on careless summaries, the adapter merged.
 
-    The adapter sits on the top third of the blocks (measured on SmolLM2, 16 steps: 141 s and greedy summaries
-    the reward model flags 67% of the time, against 636 s and 19% with every block adapted).
+    The adapter sits on the top third of the blocks. On SmolLM2, 16 steps were too few: 58% of the greedy test
+    summaries began by copying the dialogue's opening lines. 32 steps (about 100 s on two cores) write summaries
+    that quote the insults, none copying (ROUGE-L 0.28 against the neutral references, profanity-check flags
+    about half of them).
 
     Returns (merged model, FineTuneResult, or None when a finished run in `output_dir` was reused).
     With `reuse=False` it trains, replacing what `output_dir` held; with `reuse=True` it loads the finished
