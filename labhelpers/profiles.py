@@ -109,7 +109,7 @@ PROFILES: Mapping[str, Profile] = MappingProxyType({
                                     "06_multitask_and_forgetting": 1080,
                                     "07_peft_lora_prompt_tuning": 1500,
                                     "08_evaluation_and_benchmarks": 120,
-                                    "09_rlhf_ppo_detoxification": 600,
+                                    "09_rlhf_ppo_detoxification": 1800,
                                     "10_rlhf_beyond_ppo": 360}),
     ),
     "course": Profile(

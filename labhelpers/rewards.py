@@ -9,11 +9,11 @@ Three scorers, one call (`scorer.score(texts)` -> ToxicityScores):
   offline, ~11 ms per 1000 texts): P(toxic) is its probability, reward = its log-odds of *not*
   offensive, clipped to [-clip, clip] (the calibrated probabilities saturate at 0 and 1).
 - `SafeTypeScorer`: safetype's rule engine (word lists and patterns for profanity, hate, harassment),
-  offline. It shares neither data nor method with the other two, so use it to *evaluate* a policy
-  trained against one of them: a policy can learn to fool the scorer it is trained on.
+  offline. It sees a few swear words and little else (ROC AUC 0.52 on the project's held-out judge
+  sentences), so the labs judge with `labhelpers.judges.toxicity_judge()` instead; it stays as one of the
+  candidates benchmarks/judge_auc.py measures.
 
-`reward_scorer(profile)` gives the scorer a profile trains against, `evaluation_scorer()` the second
-opinion. Nothing loads at import time.
+`reward_scorer(profile)` gives the classifier a profile uses as a reward. Nothing loads at import time.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ from typing import Sequence
 import numpy as np
 
 __all__ = ['NOT_HATE_LABEL', 'PROFANITY_CHECK_PIP', 'SAFETYPE_PIP', 'EPS', 'ToxicityScores', 'not_toxic_log_odds',
-           'ToxicityScorer', 'ProfanityCheckScorer', 'SafeTypeScorer', 'HFToxicityScorer', 'reward_scorer',
-           'evaluation_scorer']
+           'ToxicityScorer', 'ProfanityCheckScorer', 'SafeTypeScorer', 'HFToxicityScorer', 'reward_scorer']
 
 NOT_HATE_LABEL = "nothate"
 PROFANITY_CHECK_PIP = "pip install alt-profanity-check==1.9.1"
@@ -213,7 +212,3 @@ def reward_scorer(profile=None, **kwargs) -> ToxicityScorer:
         return ProfanityCheckScorer(**kwargs)
     return HFToxicityScorer(prof.reward, **kwargs)
 
-
-def evaluation_scorer(**kwargs) -> ToxicityScorer:
-    """A second, independent opinion for evaluation (rules, not a trained classifier): SafeTypeScorer."""
-    return SafeTypeScorer(**kwargs)

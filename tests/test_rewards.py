@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from labhelpers.rewards import (HFToxicityScorer, ProfanityCheckScorer, SafeTypeScorer, ToxicityScores,
-                                evaluation_scorer, not_toxic_log_odds, reward_scorer)
+                                not_toxic_log_odds, reward_scorer)
 
 POLITE = "The doctor tells Tom to rest for two days."
 OFFENSIVE = "You are a worthless piece of garbage, you stupid idiot."
@@ -60,9 +60,8 @@ def test_scorers_refuse_bad_input(profanity):
         ProfanityCheckScorer(clip=0)
 
 
-def test_the_evaluation_scorer_is_a_second_independent_opinion(profanity):
-    judge = evaluation_scorer()
-    assert isinstance(judge, SafeTypeScorer) and not isinstance(judge, ProfanityCheckScorer)
+def test_safetype_is_a_second_opinion_of_another_kind(profanity):
+    judge = SafeTypeScorer()
     scores = judge.score([POLITE, OFFENSIVE, "I will kill you"])
     assert scores.toxicity[0] == 0.0 and scores.toxicity[1] > 0.5 and scores.toxicity[2] > 0.5
     assert scores.reward[0] > scores.reward[1]

@@ -3,23 +3,150 @@
 
 from __future__ import annotations
 
+import json
+import numpy as np
 import pandas as pd
+import re
+import shutil
 import time
 import torch
+from collections import Counter
 from dataclasses import dataclass
 from labhelpers import PPOConfig
 from labhelpers import Samples
 from labhelpers import check_scores
 from labhelpers import hidden_size
 from labhelpers import response_logits
+from labhelpers import response_states
 from labhelpers import sample_responses
+from pathlib import Path
 from torch import nn
 from typing import NamedTuple
 
-__all__ = ['ValueHead', 'logprobs_from_logits', 'logprobs_and_values', 'reference_logprobs', 'Rollout', 'rollout', 'masked_mean', 'kl_penalty', 'compute_rewards', 'gae', 'masked_var', 'whiten', 'advantages_and_returns', 'PolicyLoss', 'policy_loss', 'ValueLoss', 'value_loss', 'ppo_epochs', 'PPOTrainer']
+__all__ = ['RewardHead', 'pairwise_loss', 'train_reward_head', 'base_model_id', 'LearnedRewardModel', 'words', 'repetition', 'loops', 'begins_like', 'ValueHead', 'logprobs_from_logits', 'logprobs_and_values', 'reference_logprobs', 'Rollout', 'rollout', 'masked_mean', 'kl_penalty', 'compute_rewards', 'gae', 'masked_var', 'whiten', 'advantages_and_returns', 'PolicyLoss', 'policy_loss', 'ValueLoss', 'value_loss', 'ppo_epochs', 'PPOTrainer']
 
 
-# 09_rlhf_ppo_detoxification.ipynb, cell 16
+# 09_rlhf_ppo_detoxification.ipynb, cell 12
+class RewardHead(nn.Module):
+    """r(x, y) = w . (h - mean) / std + b, from h: the hidden states of response y to prompt x, averaged."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.linear = nn.Linear(width, 1)
+        self.register_buffer("mean", torch.zeros(width))
+        self.register_buffer("std", torch.ones(width))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.linear((hidden.float() - self.mean) / self.std).squeeze(-1)
+
+
+def pairwise_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
+    """Bradley-Terry: -log sigmoid(r_chosen - r_rejected), averaged over the pairs."""
+    return -nn.functional.logsigmoid(r_chosen - r_rejected).mean()
+
+
+def train_reward_head(head, train, validation, *, steps=300, learning_rate=3e-3, weight_decay=0.01):
+    """Full-batch AdamW on the pairwise loss. `train`, `validation`: (chosen, rejected) hidden states."""
+    chosen, rejected = train
+    both = torch.cat([chosen, rejected])
+    head.mean.copy_(both.mean(0))
+    head.std.copy_(both.std(0) + 1e-6)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    history = []
+    for step in range(1, steps + 1):
+        loss = pairwise_loss(head(chosen), head(rejected))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step == 1 or step % 10 == 0:
+            with torch.no_grad():
+                r_c, r_r = head(validation[0]), head(validation[1])
+                history.append({"step": step, "train loss": loss.item(),
+                                "validation loss": pairwise_loss(r_c, r_r).item(),
+                                "validation accuracy": (r_c > r_r).float().mean().item()})
+    return pd.DataFrame(history)
+
+
+def base_model_id(model) -> str:
+    """What identifies the language model a reward head reads: its name, architecture and sizes."""
+    c = model.config
+    name = Path(getattr(c, "_name_or_path", "") or "").name or c.model_type
+    return f"{name} ({c.model_type}, {c.num_hidden_layers} blocks, width {hidden_size(model)}, vocabulary {c.vocab_size})"
+
+
+class LearnedRewardModel:
+    """The frozen language model and a trained RewardHead: `reward(prompts, responses)` for PPO.
+
+    The reward is the head's score, centred and scaled on the training pairs' summaries (mean 0, std 1).
+    `save(folder)` writes the head and the name of the model it reads; `load(folder, model, tokenizer)`
+    refuses a model other than that one.
+    """
+
+    def __init__(self, model, tokenizer, head: RewardHead, center: float = 0.0, scale: float = 1.0):
+        self.model, self.tokenizer, self.head = model.eval(), tokenizer, head.eval()
+        self.center, self.scale = float(center), float(scale)
+
+    def score(self, prompts, responses) -> np.ndarray:
+        """The head's raw score r(x, y) for each (prompt, response)."""
+        hidden = response_states(self.model, self.tokenizer, prompts, responses)
+        with torch.no_grad():
+            return self.head(hidden).numpy().astype(np.float64)
+
+    def reward(self, prompts, responses) -> np.ndarray:
+        return (self.score(prompts, responses) - self.center) / self.scale
+
+    def save(self, folder) -> Path:
+        folder = Path(folder)
+        partial = folder.with_name(folder.name + ".partial")  # written whole, then renamed into place
+        partial.mkdir(parents=True, exist_ok=True)
+        torch.save(self.head.state_dict(), partial / "head.pt")
+        (partial / "reward_model.json").write_text(json.dumps({
+            "base_model": base_model_id(self.model), "hidden_size": hidden_size(self.model),
+            "center": self.center, "scale": self.scale}, indent=1))
+        if folder.exists():
+            shutil.rmtree(folder)
+        partial.rename(folder)
+        return folder
+
+    @classmethod
+    def load(cls, folder, model, tokenizer) -> "LearnedRewardModel":
+        folder = Path(folder)
+        if not (folder / "reward_model.json").is_file():
+            raise FileNotFoundError(f"{folder} holds no reward model (reward_model.json); run lab 09 to train one")
+        meta = json.loads((folder / "reward_model.json").read_text())
+        if meta["base_model"] != base_model_id(model):
+            raise ValueError(f"the reward model in {folder} reads {meta['base_model']}, not {base_model_id(model)}; "
+                             "load it with the model it was trained on, or train one for this model")
+        head = RewardHead(meta["hidden_size"])
+        head.load_state_dict(torch.load(folder / "head.pt", weights_only=True))
+        return cls(model, tokenizer, head, meta["center"], meta["scale"])
+
+
+# 09_rlhf_ppo_detoxification.ipynb, cell 22
+def words(text: str) -> list[str]:
+    """Lower-cased words, keeping #Person1#-style names and apostrophes."""
+    return re.findall(r"[\w#']+", text.lower())
+
+
+def repetition(text: str) -> float:
+    """Share of a text's word bigrams that repeat an earlier bigram of the same text (0: none repeats)."""
+    bigrams = list(zip(words(text), words(text)[1:]))
+    return 1 - len(set(bigrams)) / len(bigrams) if bigrams else 0.0
+
+
+def loops(text: str, n: int = 3, times: int = 3) -> bool:
+    """Whether the text is stuck in a loop: one of its word n-grams occurs `times` times or more."""
+    w = words(text)
+    return max(Counter(zip(*[w[i:] for i in range(n)])).values(), default=0) >= times
+
+
+def begins_like(summary: str, dialogue: str, n: int = 6) -> bool:
+    """Whether the summary's first n words appear in a row in the dialogue: it begins by copying it."""
+    first = words(summary)[:n]
+    return len(first) == n and f" {' '.join(first)} " in f" {' '.join(words(dialogue))} "
+
+
+# 09_rlhf_ppo_detoxification.ipynb, cell 27
 class ValueHead(nn.Module):
     """V(s_t): one linear layer on the policy's last hidden state at each position, in float32."""
 
@@ -43,7 +170,7 @@ def logprobs_and_values(policy, value_head, samples, temperature: float):
     return logprobs_from_logits(logits / temperature, samples.response_ids), value_head(hidden)
 
 
-# 09_rlhf_ppo_detoxification.ipynb, cell 18
+# 09_rlhf_ppo_detoxification.ipynb, cell 29
 def reference_logprobs(policy, samples, temperature: float) -> torch.Tensor:
     """log pi_ref(a_t | s_t): the policy with its LoRA adapter disabled, at the sampling temperature."""
     with torch.no_grad(), policy.disable_adapter():
@@ -87,7 +214,7 @@ def rollout(policy, value_head, tokenizer, prompts, config) -> Rollout:
     return Rollout(samples, logprobs * mask, values * mask, ref_logprobs * mask, seconds)
 
 
-# 09_rlhf_ppo_detoxification.ipynb, cell 20
+# 09_rlhf_ppo_detoxification.ipynb, cell 31
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     """Mean of x over the positions where mask is 1: sum(x * m) / sum(m)."""
     if dim is None:
@@ -112,7 +239,7 @@ def compute_rewards(score: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, k
     return rewards
 
 
-# 09_rlhf_ppo_detoxification.ipynb, cell 25
+# 09_rlhf_ppo_detoxification.ipynb, cell 36
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
         lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation: (advantages A_t, returns R_t = A_t + V_t), both [B, T], 0 after the end."""
@@ -149,7 +276,7 @@ def advantages_and_returns(scores, kl, values, mask, kl_coef: float, gamma: floa
     return whiten(advantages, mask), returns, rewards
 
 
-# 09_rlhf_ppo_detoxification.ipynb, cell 27
+# 09_rlhf_ppo_detoxification.ipynb, cell 38
 class PolicyLoss(NamedTuple):
     loss: torch.Tensor  # the clipped surrogate, to minimise
     clip_frac: torch.Tensor  # share of tokens where the clipped term was the one used
@@ -185,7 +312,7 @@ def value_loss(new_values, old_values, returns, mask, clip: float = 0.2) -> Valu
     return ValueLoss(loss, clip_frac)
 
 
-# 09_rlhf_ppo_detoxification.ipynb, cell 32
+# 09_rlhf_ppo_detoxification.ipynb, cell 43
 def ppo_epochs(policy, value_head, optimizer, rollout: Rollout, advantages, returns, config, shuffle) -> dict:
     """config.ppo_epochs passes over shuffled minibatches, one gradient step each; the mean of their statistics."""
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
@@ -210,7 +337,7 @@ def ppo_epochs(policy, value_head, optimizer, rollout: Rollout, advantages, retu
     return pd.DataFrame(stats).mean().to_dict()
 
 
-# 09_rlhf_ppo_detoxification.ipynb, cell 34
+# 09_rlhf_ppo_detoxification.ipynb, cell 45
 class PPOTrainer:
     """PPO on a LoRA policy: `rollout(prompts)`, then `update(rollout, scores)`; `step` does both with a reward."""
 
