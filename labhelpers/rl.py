@@ -291,15 +291,17 @@ def response_states(model, tokenizer, prompts, responses, *, pool: str = "mean",
     with torch.no_grad(), autocast(model), packed_linears(model):
         for text, rows in tqdm(groups.items(), desc="reward model", unit="prompt", disable=not progress):
             prefix = tokenizer(text, add_special_tokens=not chat_on, return_tensors="pt")["input_ids"].to(device)
+            prefix_cache = trunk(input_ids=prefix, use_cache=True).past_key_values  # once per prompt
             for first in range(0, len(rows), batch_size):
                 chunk = rows[first:first + batch_size]
+                # each batch extends a copy of the prompt's cache; the last batch may use (and grow) the cache itself
+                cache = prefix_cache if first + batch_size >= len(rows) else copy.deepcopy(prefix_cache)
                 ids = [tokenizer(responses[i].strip(), add_special_tokens=False)["input_ids"] + [end_id] for i in chunk]
                 width = max(map(len, ids))
                 batch = torch.full((len(chunk), width), pad_id, dtype=torch.long, device=device)
                 mask = torch.zeros_like(batch)
                 for row, tokens in enumerate(ids):  # right padding: the response follows the cached prompt
                     batch[row, :len(tokens)], mask[row, :len(tokens)] = torch.tensor(tokens), 1
-                cache = trunk(input_ids=prefix, use_cache=True).past_key_values
                 cache.batch_repeat_interleave(len(chunk))
                 attention = torch.cat([torch.ones(len(chunk), prefix.shape[1], dtype=torch.long, device=device), mask], 1)
                 hidden = trunk(input_ids=batch, attention_mask=attention, past_key_values=cache).last_hidden_state.float()

@@ -140,8 +140,12 @@ def _vacuous(row: dict, rng: random.Random) -> str:
     return _capital(text.format_map(slots))
 
 
+def _sentences(text: str) -> list[str]:
+    return [t for t in re.split(r"(?<=[.!?])\s+", text.strip()) if t] or [""]
+
+
 def _first_sentence(text: str) -> str:
-    return re.split(r"(?<=[.!?])\s+", text.strip())[0]
+    return _sentences(text)[0]
 
 
 def _looping(row: dict, rng: random.Random) -> tuple[str, str]:
@@ -242,10 +246,6 @@ def _invented(row: dict, others: Sequence[dict], rng: random.Random, form: str) 
 
 def _quotes(text: str) -> str:
     return "; ".join(re.findall(r'"([^"]+)"', text)) or text
-
-
-def _sentences(text: str) -> list[str]:
-    return [t for t in re.split(r"(?<=[.!?])\s+", text.strip()) if t]
 
 
 def _repetitive(row: dict, rng: random.Random) -> tuple[str, str]:

@@ -130,7 +130,8 @@ def words(text: str) -> list[str]:
 
 def repetition(text: str) -> float:
     """Share of a text's word bigrams that repeat an earlier bigram of the same text (0: none repeats)."""
-    bigrams = list(zip(words(text), words(text)[1:]))
+    w = words(text)
+    bigrams = list(zip(w, w[1:]))
     return 1 - len(set(bigrams)) / len(bigrams) if bigrams else 0.0
 
 
